@@ -1,0 +1,129 @@
+"""HTTP routes for accounts and sessions: thin wrappers over `service`."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import APIRouter, Body, Response, status
+
+from papyrus.server.accounts import ratelimit, service
+from papyrus.server.accounts.dependencies import (
+    AuthRateLimit,
+    CallerDep,
+    DbDep,
+    SessionFactoryDep,
+    SettingsDep,
+)
+from papyrus.server.accounts.schemas import (
+    LoginRequest,
+    LogoutRequest,
+    RefreshRequest,
+    RegisterRequest,
+    SessionPublic,
+    TokenResponse,
+    UserPublic,
+    UserUpdate,
+)
+from papyrus.server.errors import ErrorResponse
+
+_errors = {
+    400: {"model": ErrorResponse},
+    401: {"model": ErrorResponse},
+    422: {"model": ErrorResponse},
+    429: {"model": ErrorResponse},
+}
+
+auth_router = APIRouter(prefix="/auth", tags=["auth"], responses=_errors)
+users_router = APIRouter(prefix="/users", tags=["users"], responses=_errors)
+
+
+@auth_router.post(
+    "/register",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[AuthRateLimit],
+    responses={409: {"model": ErrorResponse}},
+)
+async def register(body: RegisterRequest, db: DbDep, settings: SettingsDep) -> TokenResponse:
+    """Create an email/password account and sign it in."""
+    user = await service.create_user(
+        db, email=body.email, password=body.password, display_name=body.display_name
+    )
+    return await service.start_session(db, settings, user, body.client_type, body.device_label)
+
+
+@auth_router.post("/login", dependencies=[AuthRateLimit])
+async def login(
+    body: LoginRequest, db: DbDep, settings: SettingsDep, factory: SessionFactoryDep
+) -> TokenResponse:
+    """Sign in with email and password."""
+    await ratelimit.check_login_failures(
+        factory,
+        body.email,
+        settings.RATE_LIMIT_LOGIN_FAILURES_PER_EMAIL,
+        settings.RATE_LIMIT_LOGIN_FAILURE_WINDOW_SECONDS,
+    )
+    try:
+        user = await service.login(db, body.email, body.password)
+    except service.InvalidCredentials:
+        await ratelimit.record_login_failure(factory, body.email)
+        raise
+    await ratelimit.clear_login_failures(factory, body.email)
+    return await service.start_session(db, settings, user, body.client_type, body.device_label)
+
+
+@auth_router.post("/refresh", dependencies=[AuthRateLimit])
+async def refresh(body: RefreshRequest, db: DbDep, settings: SettingsDep) -> TokenResponse:
+    """Exchange a refresh token for new tokens; the presented one stops working."""
+    return await service.refresh(db, settings, body.refresh_token)
+
+
+@auth_router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(
+    caller: CallerDep, db: DbDep, body: LogoutRequest | None = Body(default=None)
+) -> Response:
+    """End this session, or every session of the user with `all_devices`."""
+    all_devices = body is not None and body.all_devices
+    await service.revoke_sessions(
+        db,
+        caller.user.id,
+        session_id=None if all_devices else caller.session.id,
+        reason="logout_all" if all_devices else "logout",
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@auth_router.post("/logout-all", status_code=status.HTTP_204_NO_CONTENT)
+async def logout_all(caller: CallerDep, db: DbDep) -> Response:
+    """End every session of the user, on every device."""
+    await service.revoke_sessions(db, caller.user.id, reason="logout_all")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@auth_router.get("/sessions")
+async def list_sessions(caller: CallerDep, db: DbDep) -> list[SessionPublic]:
+    """The caller's active sessions."""
+    return await service.list_sessions(db, caller.user.id, caller.session.id)
+
+
+@auth_router.delete(
+    "/sessions/{session_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={404: {"model": ErrorResponse}},
+)
+async def revoke_session(session_id: uuid.UUID, caller: CallerDep, db: DbDep) -> Response:
+    """End one of the caller's sessions."""
+    await service.revoke_one_session(db, caller.user.id, session_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@users_router.get("/me")
+async def read_me(caller: CallerDep, db: DbDep) -> UserPublic:
+    """The signed-in user."""
+    return await service.user_public(db, caller.user)
+
+
+@users_router.patch("/me")
+async def update_me(body: UserUpdate, caller: CallerDep, db: DbDep) -> UserPublic:
+    """Change the display name or avatar."""
+    user = await service.update_user(db, caller.user, body)
+    return await service.user_public(db, user)

@@ -1,0 +1,94 @@
+"""The FastAPI application: `create_app(settings)`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from papyrus.server import migrate
+from papyrus.server.accounts.router import auth_router, users_router
+from papyrus.server.config import Settings
+from papyrus.server.db import create_engine, session_factory
+from papyrus.server.errors import ErrorResponse, UnsupportedMediaType, install_error_handlers
+
+log = logging.getLogger(__name__)
+
+
+async def require_json_body(request: Request) -> None:
+    """Bodies are JSON only; anything else is a clear 415 rather than a confusing 422."""
+    if request.method not in ("POST", "PUT", "PATCH"):
+        return
+    if not await request.body():
+        return
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise UnsupportedMediaType()
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_engine(settings.database_url())
+        app.state.engine = engine
+        app.state.session_factory = session_factory(engine)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Papyrus API",
+        version="0.1.0",
+        lifespan=lifespan,
+        responses={415: {"model": ErrorResponse}, 500: {"model": ErrorResponse}},
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_json_body)])
+    v1.include_router(auth_router)
+    v1.include_router(users_router)
+    app.include_router(v1)
+    app.include_router(_health_router())
+    return app
+
+
+def _health_router() -> APIRouter:
+    router = APIRouter(tags=["health"])
+
+    @router.get("/health")
+    async def health() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @router.get("/health/ready", responses={503: {"model": ErrorResponse}})
+    async def ready(request: Request) -> JSONResponse:
+        """The database answers and its schema is at the newest migration."""
+        try:
+            async with request.app.state.engine.connect() as conn:
+                current = await conn.scalar(text("SELECT version_num FROM alembic_version"))
+        except Exception as exc:
+            log.warning("readiness: database unavailable (%s)", type(exc).__name__)
+            return _not_ready("The database is unreachable.")
+        if current != migrate.head_revision():
+            return _not_ready("Database migrations are not at head.", {"current": current})
+        return JSONResponse({"status": "ready", "database": "ok", "migrations": current})
+
+    return router
+
+
+def _not_ready(message: str, details: object = None) -> JSONResponse:
+    body = {"error": {"code": "not_ready", "message": message, "details": details}}
+    return JSONResponse(body, status_code=503)
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for uvicorn workers: they inherit the resolved settings through the environment."""
+    settings = Settings()
+    logging.basicConfig(level=settings.LOG_LEVEL.upper())
+    return create_app(settings)

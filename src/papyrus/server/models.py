@@ -1,0 +1,5 @@
+"""Every ORM model module, imported so Alembic and tests see the whole schema."""
+
+
+def import_all_models() -> None:
+    from papyrus.server.accounts import models as _accounts  # noqa: F401
