@@ -71,11 +71,12 @@ def _health_router() -> APIRouter:
         """The database answers and its schema is at the newest migration."""
         try:
             async with request.app.state.engine.connect() as conn:
-                current = await conn.scalar(text("SELECT version_num FROM alembic_version"))
+                rows = await conn.scalars(text("SELECT version_num FROM alembic_version"))
+                current = sorted(rows)
         except Exception as exc:
             log.warning("readiness: database unavailable (%s)", type(exc).__name__)
             return _not_ready("The database is unreachable.")
-        if current != migrate.head_revision():
+        if set(current) != migrate.head_revisions():
             return _not_ready("Database migrations are not at head.", {"current": current})
         return JSONResponse({"status": "ready", "database": "ok", "migrations": current})
 

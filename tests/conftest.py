@@ -1,0 +1,160 @@
+"""Shared fixtures: one real PostgreSQL per test run, a fresh migrated database per test."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import uvicorn
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from papyrus.embedded_db import EmbeddedPostgres, ServerInfo
+from papyrus.server import migrate
+from papyrus.server.app import create_app
+from papyrus.server.config import Settings
+
+TEMPLATE_DB = "papyrus_template"
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo]:
+    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"), fast=True)
+    info = server.start()
+    yield info
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server: ServerInfo) -> str:
+    """A database migrated once; each test gets a copy (CREATE DATABASE ... TEMPLATE)."""
+    with psycopg.connect(pg_server.conninfo("postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{TEMPLATE_DB}"')
+        conn.execute(f'CREATE DATABASE "{TEMPLATE_DB}"')
+    migrate.upgrade(pg_server.url(TEMPLATE_DB))
+    return TEMPLATE_DB
+
+
+@pytest.fixture
+def database_name(pg_server: ServerInfo, template_db: str) -> Iterator[str]:
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_server.conninfo("postgres"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    yield name
+    with psycopg.connect(pg_server.conninfo("postgres"), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def database_url(pg_server: ServerInfo, database_name: str) -> str:
+    return pg_server.url(database_name)
+
+
+@pytest.fixture
+def sql(pg_server: ServerInfo, database_name: str) -> Callable[..., list[tuple[Any, ...]]]:
+    """Runs one statement directly against the test database and returns its rows."""
+
+    def run(query: str, params: tuple[Any, ...] | dict[str, Any] | None = None) -> list[tuple]:
+        with psycopg.connect(pg_server.conninfo(database_name), autocommit=True) as conn:
+            cur = conn.execute(query, params)
+            return cur.fetchall() if cur.description else []
+
+    return run
+
+
+def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "PAPYRUS_ENV": "test",
+        "DATA_DIR": tmp_path / "data",
+        "DATABASE_URL": database_url,
+        "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(32),
+        "RATE_LIMIT_AUTH_IP_PER_MINUTE": 100_000,
+        "RATE_LIMIT_LOGIN_FAILURES_PER_EMAIL": 100_000,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return make_settings(tmp_path, database_url)
+
+
+@pytest.fixture
+def app(settings: Settings) -> FastAPI:
+    return create_app(settings)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+def register(
+    client: TestClient,
+    email: str | None = None,
+    password: str = "correct horse battery",
+    display_name: str = "Reader",
+    client_type: str = "cli",
+    **extra: Any,
+) -> dict[str, Any]:
+    """Registers a user through the API and returns the token response."""
+    body = {
+        "email": email or f"reader-{uuid.uuid4().hex[:8]}@example.com",
+        "password": password,
+        "display_name": display_name,
+        "client_type": client_type,
+        **extra,
+    }
+    response = client.post("/v1/auth/register", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """An ASGI app served by a real uvicorn on loopback, in a background thread."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("live server did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture
+def live_server(app: FastAPI) -> Iterator[LiveServer]:
+    with LiveServer(app) as server:
+        yield server
