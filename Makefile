@@ -3,13 +3,14 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NODE_STAMP := node-sdk/node_modules/.installed
 
 .PHONY: run test lint format setup
 
 run: $(STAMP)
 	$(BIN)/papyrus dev
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/pytest
@@ -20,10 +21,15 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format src tests bench
 
-setup: $(STAMP)
+setup: $(STAMP) $(NODE_STAMP)
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+# The official PowerSync Node SDK (conformance tests) and the core extension it ships (Python client).
+$(NODE_STAMP): node-sdk/package.json node-sdk/package-lock.json
+	cd node-sdk && npm ci --no-audit --no-fund
+	touch $(NODE_STAMP)
