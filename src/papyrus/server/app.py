@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy import text
 
 from papyrus.server import migrate
@@ -58,6 +59,12 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+class Readiness(BaseModel):
+    status: str
+    database: str
+    migrations: list[str]
+
+
 def _health_router() -> APIRouter:
     router = APIRouter(tags=["health"])
 
@@ -66,7 +73,9 @@ def _health_router() -> APIRouter:
         """The process is up."""
         return {"status": "ok"}
 
-    @router.get("/health/ready", responses={503: {"model": ErrorResponse}})
+    @router.get(
+        "/health/ready", response_model=Readiness, responses={503: {"model": ErrorResponse}}
+    )
     async def ready(request: Request) -> JSONResponse:
         """The database answers and its schema is at the newest migration."""
         try:
