@@ -50,6 +50,12 @@ def database_name(pg_server: ServerInfo, template_db: str) -> Iterator[str]:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
     yield name
     with psycopg.connect(pg_server.conninfo("postgres"), autocommit=True) as conn:
+        # Logical replication slots pin their database; a sync service under test may leave one.
+        conn.execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+            " WHERE database = %s AND NOT active",
+            (name,),
+        )
         conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
