@@ -11,15 +11,15 @@ run: $(STAMP)
 	$(BIN)/papyrus dev
 
 test: $(STAMP) $(NODE_STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check .
 
 format: $(STAMP)
-	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff format .
 
 setup: $(STAMP) $(NODE_STAMP)
 
