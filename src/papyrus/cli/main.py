@@ -13,9 +13,16 @@ from typing import Annotated
 
 import typer
 
+from papyrus.client import cli as client_cli
+from papyrus.devsync.cli import sync_service
+
 app = typer.Typer(no_args_is_help=True, help="Papyrus: auth and sync backbone of a reading app.")
+client_cli.install(app)  # register, login, login-google, logout, status, offline, books, sync
+app.command("sync-service")(sync_service)
 db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
 app.add_typer(db_app, name="db")
+keys_app = typer.Typer(no_args_is_help=True, help="PowerSync token signing keys.")
+app.add_typer(keys_app, name="keys")
 
 HostOpt = Annotated[str, typer.Option(help="Interface to listen on.")]
 PortOpt = Annotated[int, typer.Option(help="TCP port of the API.")]
@@ -51,7 +58,7 @@ def serve(
     try:
         if not no_migrate:
             runtime.apply_migrations(settings)
-        _ = settings.access_token_secret  # create dev secrets once, before workers race for them
+        runtime.prepare_secrets(settings)  # once, before workers race for them
         runtime.export_to_children(settings)
         uvicorn.run(
             "papyrus.server.app:app_from_environment",
@@ -69,10 +76,13 @@ def serve(
 def dev(
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 8080,
+    sync_port: Annotated[
+        int, typer.Option(help="TCP port of the development sync service.")
+    ] = 8081,
     data_dir: DataDirOpt = None,
     no_migrate: NoMigrateOpt = False,
 ) -> None:
-    """Run everything this repository can run on one machine."""
+    """Run everything this repository can run on one machine: database, API, sync service."""
     from papyrus.server import runtime
 
     _logging()
@@ -83,16 +93,38 @@ def dev(
     try:
         if not no_migrate:
             runtime.apply_migrations(settings)
-        _ = settings.access_token_secret
+        runtime.prepare_secrets(settings)
         runtime.export_to_children(settings)
         me = [sys.executable, "-m", "papyrus.cli.main"]
+        api_url = f"http://{_loopback(host)}:{port}"
         children.append(
             subprocess.Popen([*me, "serve", "--no-migrate", "--host", host, "--port", str(port)])
         )
+        children.append(
+            subprocess.Popen(
+                [
+                    *me,
+                    "sync-service",
+                    "--jwks-uri",
+                    f"{api_url}/v1/auth/jwks",
+                    "--audience",
+                    settings.POWERSYNC_JWT_AUDIENCE,
+                    "--host",
+                    host,
+                    "--port",
+                    str(sync_port),
+                ]
+            )
+        )
+        typer.echo(f"API on {api_url}, sync service on http://{_loopback(host)}:{sync_port}")
         _supervise(children)
     finally:
         _terminate(children)
         database.stop()
+
+
+def _loopback(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::") else host
 
 
 @db_app.command("upgrade")
@@ -108,6 +140,70 @@ def db_upgrade(data_dir: DataDirOpt = None) -> None:
         runtime.apply_migrations(settings)
     finally:
         database.stop()
+
+
+@db_app.command("setup-replication")
+def db_setup_replication(data_dir: DataDirOpt = None) -> None:
+    """Prepare PostgreSQL for the PowerSync service: check wal_level, ensure the `powersync`
+    publication and the replication role (POWERSYNC_REPLICATION_ROLE / _PASSWORD)."""
+    from papyrus.server import runtime
+    from papyrus.server.powersync import replication
+
+    _logging()
+    settings = runtime.settings_for(data_dir)
+    database = runtime.Database(settings)
+    database.start()
+    try:
+        report = replication.setup_replication(
+            settings.database_url(),
+            settings.POWERSYNC_REPLICATION_ROLE,
+            settings.powersync_replication_password,
+        )
+    except (replication.ReplicationSetupError, RuntimeError) as exc:
+        typer.echo(f"setup-replication: {exc}", err=True)
+        raise typer.Exit(1) from None
+    finally:
+        database.stop()
+    for action in report.actions:
+        typer.echo(action)
+    if not settings.POWERSYNC_REPLICATION_PASSWORD:
+        where = Path(settings.DATA_DIR) / "secrets" / "powersync-replication-password"
+        typer.echo(f"the role's development password is in {where}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    data_dir: DataDirOpt = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Rotate even if the previous key may still be in use.")
+    ] = False,
+) -> None:
+    """Make the current PowerSync signing key the previous one and create a new current key."""
+    from papyrus.server import runtime
+    from papyrus.server.powersync import keys
+
+    _logging()
+    settings = runtime.settings_for(data_dir)
+    try:
+        rotation = keys.rotate(settings, force=force)
+    except keys.KeyConfigError as exc:
+        typer.echo(f"keys rotate: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"current key:  {rotation.new_kid}  ({rotation.current_path})")
+    if rotation.previous_kid is None:
+        typer.echo("There was no key yet: created the first one.")
+        return
+    typer.echo(f"previous key: {rotation.previous_kid}  ({rotation.previous_path})")
+    if settings.POWERSYNC_JWT_KEY_ID or settings.POWERSYNC_JWT_PREVIOUS_KEY_ID:
+        typer.echo(
+            "Key ids are set explicitly: set POWERSYNC_JWT_PREVIOUS_KEY_ID to the old "
+            "POWERSYNC_JWT_KEY_ID and give POWERSYNC_JWT_KEY_ID a new value (or unset both to "
+            "use the ids above)."
+        )
+    typer.echo(
+        "Restart the server processes to sign with the new key; tokens signed with the "
+        "previous key stay valid until they expire."
+    )
 
 
 def _supervise(children: list[subprocess.Popen[bytes]]) -> None:

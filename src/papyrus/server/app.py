@@ -16,6 +16,10 @@ from papyrus.server.accounts.router import auth_router, users_router
 from papyrus.server.config import Settings
 from papyrus.server.db import create_engine, session_factory
 from papyrus.server.errors import ErrorResponse, UnsupportedMediaType, install_error_handlers
+from papyrus.server.oauth.router import oauth_router
+from papyrus.server.powersync.keys import load_keyset
+from papyrus.server.powersync.router import router as powersync_router
+from papyrus.server.sync.router import router as sync_router
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,8 @@ def create_app(settings: Settings) -> FastAPI:
         engine = create_engine(settings.database_url())
         app.state.engine = engine
         app.state.session_factory = session_factory(engine)
+        if settings.is_production:  # a bad PowerSync key fails the start, not the first request
+            app.state.powersync_keys = load_keyset(settings)
         try:
             yield
         finally:
@@ -54,7 +60,12 @@ def create_app(settings: Settings) -> FastAPI:
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_json_body)])
     v1.include_router(auth_router)
     v1.include_router(users_router)
+    v1.include_router(powersync_router)
+    v1.include_router(oauth_router)
     app.include_router(v1)
+    # Outside `v1`: its JSON check reads the whole body first, and the upload route must enforce
+    # its size limit before and while reading (it checks the content type itself).
+    app.include_router(sync_router, prefix="/v1")
     app.include_router(_health_router())
     return app
 

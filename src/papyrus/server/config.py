@@ -10,10 +10,11 @@ import os
 import secrets
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -32,6 +33,117 @@ class Settings(BaseSettings):
     RATE_LIMIT_AUTH_IP_PER_MINUTE: int = Field(default=60, ge=1)
     RATE_LIMIT_LOGIN_FAILURES_PER_EMAIL: int = Field(default=10, ge=1)
     RATE_LIMIT_LOGIN_FAILURE_WINDOW_SECONDS: int = Field(default=900, ge=1)
+
+    # --- OAuth: Google sign-in (see docs/google-sign-in.md) ---
+    GOOGLE_OAUTH_CLIENT_ID: str | None = None
+    GOOGLE_OAUTH_CLIENT_SECRET: SecretStr | None = None
+    # Any OpenID provider can stand in for Google; discovery is read from <issuer>/.well-known/...
+    GOOGLE_OAUTH_ISSUER: str = "https://accounts.google.com"
+    # Exact app callback URIs Papyrus may send a one-time code to (comma-separated in env).
+    OAUTH_APP_REDIRECT_URIS: Annotated[list[str], NoDecode] = [
+        "papyrus://auth/callback",
+        "http://localhost:43821/auth/callback",
+        "http://127.0.0.1:43821/auth/callback",
+    ]
+    # Web app origins; each adds `<origin>/auth/callback` to the allowlist (comma-separated).
+    OAUTH_WEB_ORIGINS: Annotated[list[str], NoDecode] = []
+
+    @field_validator("OAUTH_APP_REDIRECT_URIS", "OAUTH_WEB_ORIGINS", mode="before")
+    @classmethod
+    def _split_comma_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("OAUTH_APP_REDIRECT_URIS")
+    @classmethod
+    def _check_app_redirect_uris(cls, value: list[str]) -> list[str]:
+        for uri in value:
+            parts = urlsplit(uri)
+            absolute = parts.scheme and (parts.netloc or parts.path)
+            if not absolute or parts.query or parts.fragment:
+                raise ValueError(f"not an absolute URI without query or fragment: {uri!r}")
+        return value
+
+    @field_validator("OAUTH_WEB_ORIGINS")
+    @classmethod
+    def _check_web_origins(cls, value: list[str]) -> list[str]:
+        origins = []
+        for origin in value:
+            parts = urlsplit(origin.rstrip("/"))
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+                raise ValueError(f"not an origin like https://app.example.com: {origin!r}")
+            origins.append(f"{parts.scheme}://{parts.netloc}")
+        return origins
+
+    # --- end OAuth ---
+
+    # --- PowerSync: token signing keys and replication (see docs/deployment.md) ---
+    POWERSYNC_JWT_AUDIENCE: str = Field(default="powersync", min_length=1)
+    # The PowerSync service refuses tokens that live longer than a day.
+    POWERSYNC_TOKEN_TTL_SECONDS: int = Field(default=300, ge=30, le=86400)
+    # The current RSA signing key, as inline PEM or a PEM file. Unset outside production: a key is
+    # generated once under DATA_DIR/keys. The kid defaults to the key's RFC 7638 thumbprint.
+    POWERSYNC_JWT_PRIVATE_KEY: SecretStr | None = None
+    POWERSYNC_JWT_PRIVATE_KEY_FILE: Path | None = None
+    POWERSYNC_JWT_KEY_ID: str | None = None
+    # The key before the last rotation: only published in the JWKS, so tokens it signed verify
+    # until they expire.
+    POWERSYNC_JWT_PREVIOUS_PUBLIC_KEY: str | None = None
+    POWERSYNC_JWT_PREVIOUS_PUBLIC_KEY_FILE: Path | None = None
+    POWERSYNC_JWT_PREVIOUS_KEY_ID: str | None = None
+    # The login role the PowerSync service replicates with (`papyrus db setup-replication`).
+    POWERSYNC_REPLICATION_ROLE: str = Field(
+        default="powersync_replication", pattern=r"^[a-z_][a-z0-9_]{0,62}$"
+    )
+    POWERSYNC_REPLICATION_PASSWORD: SecretStr | None = None
+
+    @field_validator(
+        "POWERSYNC_JWT_PRIVATE_KEY",
+        "POWERSYNC_JWT_PRIVATE_KEY_FILE",
+        "POWERSYNC_JWT_KEY_ID",
+        "POWERSYNC_JWT_PREVIOUS_PUBLIC_KEY",
+        "POWERSYNC_JWT_PREVIOUS_PUBLIC_KEY_FILE",
+        "POWERSYNC_JWT_PREVIOUS_KEY_ID",
+        "POWERSYNC_REPLICATION_PASSWORD",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        # `NAME=` copied from .env.example means unset, not the path "." or an empty key.
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _check_powersync_keys(self) -> Settings:
+        pairs = [
+            ("POWERSYNC_JWT_PRIVATE_KEY", "POWERSYNC_JWT_PRIVATE_KEY_FILE"),
+            ("POWERSYNC_JWT_PREVIOUS_PUBLIC_KEY", "POWERSYNC_JWT_PREVIOUS_PUBLIC_KEY_FILE"),
+        ]
+        for inline, file in pairs:
+            if getattr(self, inline) and getattr(self, file):
+                raise ValueError(f"set either {inline} or {file}, not both")
+        if self.is_production and not (
+            self.POWERSYNC_JWT_PRIVATE_KEY or self.POWERSYNC_JWT_PRIVATE_KEY_FILE
+        ):
+            # Named together with any other missing setting, so one start shows everything.
+            missing = [name for name in self.required_in_production() if not getattr(self, name)]
+            raise ValueError(
+                "production start refused, missing settings: "
+                + ", ".join([*missing, "POWERSYNC_JWT_PRIVATE_KEY_FILE"])
+                + " (or POWERSYNC_JWT_PRIVATE_KEY: the RSA key that signs PowerSync tokens; "
+                "`papyrus keys rotate` creates the file if it does not exist) (see .env.example)"
+            )
+        return self
+
+    @cached_property
+    def powersync_replication_password(self) -> str:
+        if self.POWERSYNC_REPLICATION_PASSWORD:
+            return self.POWERSYNC_REPLICATION_PASSWORD.get_secret_value()
+        if self.is_production:
+            raise RuntimeError("POWERSYNC_REPLICATION_PASSWORD is required in production")
+        return dev_secret(self.DATA_DIR, "powersync-replication-password")
+
+    # --- end PowerSync ---
 
     @field_validator("DATABASE_URL")
     @classmethod

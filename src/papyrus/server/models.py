@@ -3,3 +3,5 @@
 
 def import_all_models() -> None:
     from papyrus.server.accounts import models as _accounts  # noqa: F401
+    from papyrus.server.oauth import models as _oauth  # noqa: F401
+    from papyrus.server.sync import models as _sync  # noqa: F401

@@ -52,6 +52,14 @@ def export_to_children(settings: Settings) -> None:
     os.environ["DATABASE_URL"] = settings.database_url()
 
 
+def prepare_secrets(settings: Settings) -> None:
+    """Creates development secrets and keys once, before child processes read them."""
+    _ = settings.access_token_secret
+    from papyrus.server.powersync import keys
+
+    keys.load_keyset(settings)
+
+
 def apply_migrations(settings: Settings) -> None:
     log.info("applying migrations")
     migrate.upgrade(settings.database_url())

@@ -14,6 +14,7 @@ from papyrus.server.accounts.models import AuthSession, RefreshToken, User
 from papyrus.server.accounts.passwords import hash_password, verify_password
 from papyrus.server.accounts.schemas import (
     ClientType,
+    LinkedIdentity,
     SessionPublic,
     TokenResponse,
     UserPublic,
@@ -21,6 +22,7 @@ from papyrus.server.accounts.schemas import (
 )
 from papyrus.server.config import Settings
 from papyrus.server.errors import Conflict, NotFound, Unauthorized
+from papyrus.server.oauth.models import OAuthIdentity
 
 INVALID_CREDENTIALS = "Email or password is incorrect."
 _LAST_SEEN_RESOLUTION = timedelta(seconds=60)
@@ -37,7 +39,17 @@ class InvalidRefreshToken(Unauthorized):
 
 
 async def user_public(db: AsyncSession, user: User) -> UserPublic:
-    return UserPublic.model_validate(user)
+    public = UserPublic.model_validate(user)
+    identities = await db.scalars(
+        select(OAuthIdentity)
+        .where(OAuthIdentity.user_id == user.id)
+        .order_by(OAuthIdentity.created_at)
+    )
+    public.identities = [
+        LinkedIdentity(provider=i.provider, email=i.email, linked_at=i.created_at)
+        for i in identities
+    ]
+    return public
 
 
 async def create_user(

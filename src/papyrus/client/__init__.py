@@ -1,0 +1,92 @@
+"""The Papyrus client: accounts, the local library and PowerSync sync, for Python apps.
+
+A typical app::
+
+    config = PapyrusApiConfig.from_environment()
+    with AuthProvider(config) as app:
+        app.bootstrap()                       # restores a stored session, connects sync
+        if app.state is AuthState.SIGNED_OUT:
+            app.sign_in("me@example.com", "secret")
+        app.library.add("Dune", author="Frank Herbert")
+
+`papyrus.client` never imports the server or the development sync service.
+"""
+
+from papyrus.client.auth import (
+    AuthApiClient,
+    AuthRepository,
+    LoopbackReceiver,
+    PowerSyncToken,
+    Rejection,
+    TokenResponse,
+    UploadResult,
+    User,
+)
+from papyrus.client.books import Book, BookFilter, BookRepository, BookSort, DataStore
+from papyrus.client.config import PapyrusApiConfig
+from papyrus.client.connector import BackendConnector, Credentials, PapyrusConnector
+from papyrus.client.crud import CrudBatch, CrudEntry, CrudTransaction, UpdateType
+from papyrus.client.database import PowerSyncDatabase, Watch
+from papyrus.client.errors import (
+    ApiError,
+    CoreExtensionError,
+    NotFoundError,
+    OfflineModeError,
+    PapyrusClientError,
+    SignedOutError,
+    SignInError,
+    TransientError,
+)
+from papyrus.client.provider import AuthProvider, AuthState, PowerSyncService
+from papyrus.client.schema import ACCOUNT_SCHEMA, GUEST_SCHEMA, Column, Index, Schema, Table
+from papyrus.client.sync import SyncOptions, SyncProgress, SyncStatus
+from papyrus.client.tokens import FileBackend, KeyringBackend, TokenStore
+
+__all__ = [
+    "ACCOUNT_SCHEMA",
+    "GUEST_SCHEMA",
+    "ApiError",
+    "AuthApiClient",
+    "AuthProvider",
+    "AuthRepository",
+    "AuthState",
+    "BackendConnector",
+    "Book",
+    "BookFilter",
+    "BookRepository",
+    "BookSort",
+    "Column",
+    "CoreExtensionError",
+    "Credentials",
+    "CrudBatch",
+    "CrudEntry",
+    "CrudTransaction",
+    "DataStore",
+    "FileBackend",
+    "Index",
+    "KeyringBackend",
+    "LoopbackReceiver",
+    "NotFoundError",
+    "OfflineModeError",
+    "PapyrusApiConfig",
+    "PapyrusClientError",
+    "PapyrusConnector",
+    "PowerSyncDatabase",
+    "PowerSyncService",
+    "PowerSyncToken",
+    "Rejection",
+    "Schema",
+    "SignInError",
+    "SignedOutError",
+    "SyncOptions",
+    "SyncProgress",
+    "SyncStatus",
+    "Table",
+    "TokenResponse",
+    "TokenStore",
+    "TransientError",
+    "UpdateType",
+    "UploadResult",
+    "User",
+    "Watch",
+]

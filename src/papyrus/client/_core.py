@@ -1,0 +1,347 @@
+"""The PowerSync SQLite core extension, loaded into apsw.
+
+This is the only module that names the extension's internal tables (`ps_*`) and SQL functions
+(`powersync_*`); everything else talks to `CoreConnection`. Facts relied on here were measured
+against core 0.5.3 (see docs/powersync-core-notes.md): every `powersync_*` state function must run
+inside an explicit transaction, the local write gate lives in `ps_kv` behind
+`powersync_control('target_checkpoint_request_id', ...)`, and `powersync_update_hooks` reports
+the tables a committed transaction touched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+from papyrus.client.errors import CoreExtensionError
+
+log = logging.getLogger(__name__)
+
+ENTRY_POINT = "sqlite3_powersync_init"
+MIN_SQLITE = (3, 44, 0)
+MIN_CORE = (0, 5, 0)
+_NO_TARGET = "9223372036854775807"  # i64::MAX: "local writes pending, no write checkpoint yet"
+_NODE_LIB = Path("node-sdk") / "node_modules" / "@powersync" / "node" / "lib"
+_FIX = (
+    "Run `make setup` (it runs `npm ci` in node-sdk/, which installs the pinned @powersync/node "
+    "package that ships the extension), or set POWERSYNC_CORE_PATH to a libpowersync build for "
+    "this platform."
+)
+
+Params = tuple[Any, ...] | dict[str, Any]
+Row = dict[str, Any]
+
+ChangeListener = Callable[[frozenset[str], bool], None]
+"""Called after a commit with the user-visible tables that changed and whether the upload
+queue changed."""
+
+
+def _binary_name() -> str:
+    machine = platform.machine().lower()
+    arch = {"x86_64": "x64", "amd64": "x64", "aarch64": "aarch64", "arm64": "aarch64"}.get(machine)
+    if sys.platform.startswith("linux") and arch:
+        return f"libpowersync_{arch}.linux.so"
+    if sys.platform == "darwin" and arch:
+        return f"libpowersync_{arch}.macos.dylib"
+    raise CoreExtensionError(
+        f"No bundled PowerSync core extension for {sys.platform}/{machine}. "
+        "Set POWERSYNC_CORE_PATH to a libpowersync build for this platform."
+    )
+
+
+def locate_core_extension(override: str | os.PathLike[str] | None = None) -> Path:
+    """The core extension binary: `override`, then `POWERSYNC_CORE_PATH`, then the pinned
+    `@powersync/node` package in this repository's (or the working directory's) `node-sdk/`."""
+    explicit = override or os.environ.get("POWERSYNC_CORE_PATH")
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise CoreExtensionError(
+                f"POWERSYNC_CORE_PATH points at {path}, which is not a file. "
+                "Point it at libpowersync (.so/.dylib) or unset it to use the bundled one."
+            )
+        return path
+    name = _binary_name()
+    roots = [Path(__file__).resolve().parents[3], Path.cwd()]
+    for root in roots:
+        candidate = root / _NODE_LIB / name
+        if candidate.is_file():
+            return candidate
+    searched = ", ".join(str(r / _NODE_LIB / name) for r in roots)
+    raise CoreExtensionError(
+        f"The PowerSync core extension was not found (looked in {searched}). {_FIX}"
+    )
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split("/")[0].split(".")[:3] if p.isdigit())
+
+
+def core_version(conn: apsw.Connection) -> str:
+    return conn.execute("SELECT powersync_rs_version()").fetchall()[0][0]
+
+
+def load_core_extension(conn: apsw.Connection, path: Path) -> str:
+    """Loads the extension into `conn` and checks versions; returns the core's version."""
+    if (
+        apsw.sqlite_lib_version().split(".")
+        and tuple(int(p) for p in apsw.sqlite_lib_version().split(".")[:3]) < MIN_SQLITE
+    ):
+        raise CoreExtensionError(
+            f"SQLite {apsw.sqlite_lib_version()} is too old for the PowerSync core "
+            "extension (needs 3.44 or newer); upgrade the apsw package."
+        )
+    conn.enable_load_extension(True)
+    try:
+        conn.load_extension(str(path), ENTRY_POINT)
+    except apsw.Error as exc:
+        raise CoreExtensionError(
+            f"Could not load the PowerSync core extension from {path}: {exc}. "
+            f"It may be a build for another platform or a damaged file. {_FIX}"
+        ) from None
+    finally:
+        conn.enable_load_extension(False)
+    version = core_version(conn)
+    if _version_tuple(version) < MIN_CORE:
+        raise CoreExtensionError(
+            f"The PowerSync core extension at {path} is version {version}; this client "
+            f"needs {'.'.join(map(str, MIN_CORE))} or newer. {_FIX}"
+        )
+    return version
+
+
+@dataclass(frozen=True)
+class CrudRow:
+    """One row of the upload queue: `id` orders and completes it, `tx_id` groups it."""
+
+    id: int
+    tx_id: int | None
+    data: dict[str, Any]
+
+
+def _visible_table(internal: str) -> str | None:
+    for prefix in ("ps_data_local__", "ps_data__"):
+        if internal.startswith(prefix):
+            return internal[len(prefix) :]
+    if internal.startswith("ps_") or internal.startswith("sqlite_"):
+        return None
+    return internal
+
+
+class CoreConnection:
+    """One apsw connection with the core extension loaded, shared by app code and the sync loop.
+
+    The sync state machine lives on the connection, so the sync loop and local writes use this
+    one connection, serialised by `lock`. After every commit, listeners learn which tables
+    changed (from the core's update hooks), which is what `watch()` and the upload loop need.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], extension: Path | None = None) -> None:
+        self.path = str(path)
+        self.extension = extension or locate_core_extension()
+        self.lock = threading.RLock()
+        self._depth = 0
+        self._listeners: list[ChangeListener] = []
+        self._conn = apsw.Connection(self.path)
+        try:
+            self.version = load_core_extension(self._conn, self.extension)
+            self._conn.set_busy_timeout(5000)
+            if self.path != ":memory:":
+                self._conn.execute("PRAGMA journal_mode=WAL").fetchall()
+                self._conn.execute("PRAGMA synchronous=NORMAL").fetchall()
+            with self.write():
+                self._scalar("SELECT powersync_init()")
+            self._scalar("SELECT powersync_update_hooks('install')")
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self.lock:
+            self._conn.close()
+
+    def add_listener(self, listener: ChangeListener) -> Callable[[], None]:
+        with self.lock:
+            self._listeners.append(listener)
+
+        def remove() -> None:
+            with self.lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return remove
+
+    def _scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        rows = self._conn.execute(sql, params).fetchall()
+        return rows[0][0] if rows else None
+
+    @contextmanager
+    def write(self) -> Iterator[CoreConnection]:
+        """A write transaction (`BEGIN IMMEDIATE`); nested calls join the outer one."""
+        with self.lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self
+                finally:
+                    self._depth -= 1
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield self
+            except BaseException:
+                self._depth = 0
+                self._conn.execute("ROLLBACK")
+                raise
+            self._depth = 0
+            self._conn.execute("COMMIT")
+            changed = json.loads(self._scalar("SELECT powersync_update_hooks('get')") or "[]")
+            listeners = list(self._listeners)
+        if changed:
+            self._notify(changed, listeners)
+
+    def _notify(self, changed: list[str], listeners: list[ChangeListener]) -> None:
+        tables = frozenset(t for t in map(_visible_table, changed) if t)
+        crud = "ps_crud" in changed
+        if not tables and not crud:
+            return
+        for listener in listeners:
+            try:
+                listener(tables, crud)
+            except Exception:
+                log.exception("a change listener failed")
+
+    def query(
+        self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()
+    ) -> list[dict[str, Any]]:
+        """Runs a statement and returns its rows as dicts (reads see committed data)."""
+        with self.lock:
+            cursor = self._conn.cursor().execute(sql, params)
+            try:
+                names = [d[0] for d in cursor.get_description()]
+            except apsw.ExecutionCompleteError:  # a statement that returns no rows
+                return []
+            return [dict(zip(names, row, strict=True)) for row in cursor]
+
+    def execute(
+        self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()
+    ) -> list[dict[str, Any]]:
+        """Runs a statement in a write transaction (or the caller's) and returns its rows."""
+        with self.write():
+            return self.query(sql, params)
+
+    # -- schema and lifecycle ---------------------------------------------------------------
+
+    def replace_schema(self, schema_json: str) -> None:
+        with self.write():
+            self._scalar("SELECT powersync_replace_schema(?)", (schema_json,))
+
+    def client_id(self) -> str:
+        with self.lock:
+            return self._scalar("SELECT powersync_client_id()")
+
+    def clear(self, *, include_local: bool) -> None:
+        """Hard reset of synced state (buckets, oplog, queue, synced rows); `include_local`
+        also empties local-only tables."""
+        with self.write():
+            self._scalar("SELECT powersync_clear(?)", (1 if include_local else 0,))
+
+    def offline_sync_status(self) -> dict[str, Any]:
+        with self.lock:
+            return json.loads(self._scalar("SELECT powersync_offline_sync_status()"))
+
+    # -- the sync state machine --------------------------------------------------------------
+
+    def control(self, op: str, payload: str | bytes | None = None) -> list[dict[str, Any]]:
+        """One `powersync_control` call in its own write transaction; returns instructions."""
+        with self.write():
+            raw = self._scalar("SELECT powersync_control(?, ?)", (op, payload))
+        if raw is None:
+            return []
+        return json.loads(raw) if isinstance(raw, str) else raw
+
+    # -- the upload queue ------------------------------------------------------------------
+
+    def crud_rows(self, limit: int | None = None) -> list[CrudRow]:
+        sql = "SELECT id, tx_id, data FROM ps_crud ORDER BY id"
+        params: tuple[Any, ...] = ()
+        if limit is not None:
+            sql += " LIMIT ?"
+            params = (limit,)
+        with self.lock:
+            rows = self._conn.execute(sql, params).fetchall()
+        return [CrudRow(r[0], r[1], json.loads(r[2])) for r in rows]
+
+    def next_crud_transaction(self) -> list[CrudRow]:
+        """The oldest queued transaction: consecutive rows sharing the first row's `tx_id`."""
+        with self.lock:
+            first = self._conn.execute(
+                "SELECT id, tx_id FROM ps_crud ORDER BY id LIMIT 1"
+            ).fetchall()
+            if not first:
+                return []
+            first_id, tx_id = first[0]
+            if tx_id is None:
+                return self.crud_rows(1)
+            rows = self._conn.execute(
+                "SELECT id, tx_id, data FROM ps_crud WHERE id >= ? ORDER BY id", (first_id,)
+            )
+            out = []
+            for row_id, row_tx, data in rows:
+                if row_tx != tx_id:
+                    break
+                out.append(CrudRow(row_id, row_tx, json.loads(data)))
+            return out
+
+    def first_crud_id(self) -> int | None:
+        with self.lock:
+            return self._scalar("SELECT id FROM ps_crud ORDER BY id LIMIT 1")
+
+    def crud_count(self) -> int:
+        with self.lock:
+            return self._scalar("SELECT count(*) FROM ps_crud")
+
+    def complete_crud(self, last_id: int) -> None:
+        """Removes uploaded entries and marks "uploaded, no write checkpoint yet" (target MAX)."""
+        with self.write():
+            self._conn.execute("DELETE FROM ps_crud WHERE id <= ?", (last_id,))
+            self._scalar(
+                "SELECT powersync_control('target_checkpoint_request_id', ?)", (_NO_TARGET,)
+            )
+
+    def needs_write_checkpoint(self) -> tuple[bool, int | None]:
+        """Whether the queue is empty while the gate still waits for a write checkpoint, and
+        the queue's sequence number to check against once the checkpoint arrives."""
+        with self.write():
+            target = self._scalar(
+                "SELECT CAST(powersync_control('target_checkpoint_request_id', NULL) AS TEXT)"
+            )
+            empty = self._scalar("SELECT 1 FROM ps_crud LIMIT 1") is None
+            seq = self._scalar("SELECT seq FROM sqlite_sequence WHERE name = 'ps_crud'")
+        return (empty and target == _NO_TARGET), seq
+
+    def set_write_checkpoint_target(self, checkpoint: str, seq_before: int | None) -> bool:
+        """Sets the gate's target unless new local writes arrived meanwhile."""
+        with self.write():
+            empty = self._scalar("SELECT 1 FROM ps_crud LIMIT 1") is None
+            seq = self._scalar("SELECT seq FROM sqlite_sequence WHERE name = 'ps_crud'")
+            if not empty or seq != seq_before:
+                return False
+            self._scalar(
+                "SELECT powersync_control('target_checkpoint_request_id', ?)", (checkpoint,)
+            )
+            return True

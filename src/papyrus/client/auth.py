@@ -1,0 +1,448 @@
+"""Talking to the Papyrus API: AuthApiClient (typed HTTP calls), AuthRepository (owns the
+session: single-flight refresh, retry once after 401, sign-out), and the Google browser flow."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import logging
+import threading
+import time
+import urllib.parse
+import webbrowser
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import httpx
+
+from papyrus.client.errors import ApiError, SignedOutError, SignInError, TransientError
+from papyrus.client.tokens import TokenStore
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+GOOGLE_CALLBACK_PORT = 43821
+GOOGLE_CALLBACK_PATH = "/auth/callback"
+
+
+@dataclass(frozen=True)
+class User:
+    id: str
+    email: str
+    display_name: str
+    raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> User:
+        return cls(str(data["id"]), data.get("email", ""), data.get("display_name", ""), data)
+
+
+@dataclass(frozen=True)
+class TokenResponse:
+    access_token: str
+    refresh_token: str
+    expires_in: int
+    user: User
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TokenResponse:
+        return cls(
+            data["access_token"],
+            data["refresh_token"],
+            int(data.get("expires_in", 0)),
+            User.from_json(data["user"]),
+        )
+
+
+@dataclass(frozen=True)
+class PowerSyncToken:
+    token: str
+    expires_in: int
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One entry the server refused permanently; the server's state wins for that row."""
+
+    op_id: int | None
+    id: str | None
+    code: str
+    message: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Rejection:
+        op_id = data.get("op_id")
+        return cls(
+            int(op_id) if op_id is not None else None,
+            data.get("id"),
+            str(data.get("code", "rejected")),
+            str(data.get("message", "")),
+        )
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    status: str  # "applied" or "rejected"
+    applied: int
+    rejections: list[Rejection]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UploadResult:
+        return cls(
+            str(data.get("status", "applied")),
+            int(data.get("applied", 0)),
+            [Rejection.from_json(r) for r in data.get("rejections") or []],
+        )
+
+
+class AuthApiClient:
+    """The Papyrus HTTP API, one method per endpoint.
+
+    Network failures, 5xx and 429 raise `TransientError`; other error statuses raise `ApiError`
+    with the server's `code`.
+    """
+
+    def __init__(
+        self, base_url: str, *, http: httpx.Client | None = None, timeout: float = 20.0
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http = http or httpx.Client(timeout=timeout)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def _request(
+        self, method: str, path: str, *, access: str | None = None, json: Any = None
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {access}"} if access else {}
+        try:
+            resp = self.http.request(method, self.base_url + path, json=json, headers=headers)
+        except httpx.TransportError as exc:
+            raise TransientError(f"cannot reach the Papyrus API at {self.base_url}: {exc}") from exc
+        if resp.status_code >= 500 or resp.status_code == 429:
+            raise TransientError(f"the Papyrus API answered {resp.status_code} for {path}")
+        if resp.status_code >= 400:
+            raise _api_error(resp)
+        return resp
+
+    def _tokens(self, path: str, body: dict[str, Any]) -> TokenResponse:
+        return TokenResponse.from_json(self._request("POST", path, json=body).json())
+
+    def register(
+        self,
+        email: str,
+        password: str,
+        display_name: str,
+        client_type: str,
+        device_label: str | None = None,
+    ) -> TokenResponse:
+        body = {"email": email, "password": password, "display_name": display_name}
+        return self._tokens("/v1/auth/register", _client(body, client_type, device_label))
+
+    def login(
+        self, email: str, password: str, client_type: str, device_label: str | None = None
+    ) -> TokenResponse:
+        body = {"email": email, "password": password}
+        return self._tokens("/v1/auth/login", _client(body, client_type, device_label))
+
+    def exchange_code(
+        self, code: str, client_type: str, device_label: str | None = None
+    ) -> TokenResponse:
+        body = _client({"code": code}, client_type, device_label)
+        return self._tokens("/v1/auth/exchange-code", body)
+
+    def refresh(self, refresh_token: str) -> TokenResponse:
+        return self._tokens("/v1/auth/refresh", {"refresh_token": refresh_token})
+
+    def logout(self, access: str, *, all_devices: bool = False) -> None:
+        self._request("POST", "/v1/auth/logout", access=access, json={"all_devices": all_devices})
+
+    def me(self, access: str) -> User:
+        return User.from_json(self._request("GET", "/v1/users/me", access=access).json())
+
+    def sessions(self, access: str) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/auth/sessions", access=access).json()
+
+    def powersync_token(self, access: str) -> PowerSyncToken:
+        data = self._request("POST", "/v1/auth/powersync-token", access=access).json()
+        return PowerSyncToken(data["token"], int(data.get("expires_in", 0)))
+
+    def upload(self, access: str, batch: list[dict[str, Any]]) -> UploadResult:
+        resp = self._request(
+            "POST", "/v1/sync/powersync-upload", access=access, json={"batch": batch}
+        )
+        return UploadResult.from_json(resp.json())
+
+    def rejections(self, access: str) -> list[dict[str, Any]]:
+        data = self._request("GET", "/v1/sync/rejections", access=access).json()
+        return data.get("rejections", data) if isinstance(data, dict) else data
+
+    def google_start_url(self, redirect_uri: str) -> str:
+        query = urllib.parse.urlencode({"redirect_uri": redirect_uri})
+        return f"{self.base_url}/v1/auth/oauth/google/start?{query}"
+
+
+def _client(body: dict[str, Any], client_type: str, device_label: str | None) -> dict[str, Any]:
+    body = {**body, "client_type": client_type}
+    if device_label:
+        body["device_label"] = device_label
+    return body
+
+
+def _api_error(resp: httpx.Response) -> ApiError:
+    try:
+        err = resp.json()["error"]
+        return ApiError(resp.status_code, err["code"], err["message"], err.get("details"))
+    except Exception:
+        return ApiError(resp.status_code, "http_error", resp.text[:200] or resp.reason_phrase)
+
+
+class _Flight:
+    """One refresh in progress; everyone who asks while it runs gets its outcome."""
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._result: str | None = None
+        self._error: BaseException | None = None
+
+    def resolve(self, value: str) -> None:
+        self._result = value
+        self._done.set()
+
+    def reject(self, error: BaseException) -> None:
+        self._error = error
+        self._done.set()
+
+    def wait(self) -> str:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result
+
+
+SignOutListener = Callable[[str], None]
+
+
+class AuthRepository:
+    """Owns the session.
+
+    Refreshes are single-flight (the server revokes a session whose refresh token is presented
+    twice, so concurrent refreshes would sign the user out). Authorised calls retry once after
+    a 401. A refresh the server refuses clears the tokens and signs the user out; a refresh that
+    merely cannot reach the server keeps them.
+    """
+
+    def __init__(
+        self,
+        api: AuthApiClient,
+        tokens: TokenStore,
+        *,
+        client_type: str = "cli",
+        device_label: str | None = None,
+    ) -> None:
+        self.api = api
+        self.tokens = tokens
+        self.client_type = client_type
+        self.device_label = device_label
+        self.user: User | None = None
+        self._lock = threading.Lock()
+        self._flight: _Flight | None = None
+        self._listeners: list[SignOutListener] = []
+
+    # -- state -----------------------------------------------------------------------------
+
+    def has_stored_session(self) -> bool:
+        return self.tokens.load_refresh_token() is not None
+
+    def on_signed_out(self, listener: SignOutListener) -> Callable[[], None]:
+        """`listener(reason)` runs whenever the session ends ("logout", "session_expired")."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _accept(self, tokens: TokenResponse) -> User:
+        self.tokens.save_refresh_token(tokens.refresh_token)
+        self.tokens.access_token = tokens.access_token
+        self.user = tokens.user
+        return tokens.user
+
+    def sign_out_locally(self, reason: str) -> None:
+        had_session = self.tokens.access_token is not None or self.has_stored_session()
+        self.tokens.clear()
+        self.user = None
+        if had_session:
+            for listener in list(self._listeners):
+                try:
+                    listener(reason)
+                except Exception:
+                    log.exception("a sign-out listener failed")
+
+    # -- signing in and out ------------------------------------------------------------------
+
+    def register(self, email: str, password: str, display_name: str) -> User:
+        tokens = self.api.register(
+            email, password, display_name, self.client_type, self.device_label
+        )
+        return self._accept(tokens)
+
+    def login(self, email: str, password: str) -> User:
+        return self._accept(self.api.login(email, password, self.client_type, self.device_label))
+
+    def exchange_code(self, code: str) -> User:
+        return self._accept(self.api.exchange_code(code, self.client_type, self.device_label))
+
+    def sign_in_with_google(
+        self,
+        open_browser: Callable[[str], Any] = webbrowser.open,
+        *,
+        port: int = GOOGLE_CALLBACK_PORT,
+        timeout: float = 300.0,
+    ) -> User:
+        """Opens the browser at the API's Google start URL, waits for the one-time code on a
+        one-shot loopback listener, and exchanges it. `open_browser` is injectable for tests."""
+        with LoopbackReceiver(port) as receiver:
+            open_browser(self.api.google_start_url(receiver.redirect_uri))
+            code = receiver.wait(timeout)
+        return self.exchange_code(code)
+
+    def logout(self, *, all_devices: bool = False) -> None:
+        """Ends the session on the server (best effort) and forgets it locally either way."""
+        access = self.tokens.access_token
+        if access is None and self.has_stored_session():
+            with contextlib.suppress(Exception):
+                access = self.refresh()
+        if access is not None:
+            try:
+                self.api.logout(access, all_devices=all_devices)
+            except Exception as exc:  # an unreachable server must not keep the user signed in
+                log.info("server logout failed (%s); signing out locally", exc)
+        self.sign_out_locally("logout")
+
+    # -- tokens ----------------------------------------------------------------------------
+
+    def refresh(self, stale: str | None = None) -> str:
+        """A new access token. Concurrent callers share one request; a caller whose `stale`
+        token was already replaced gets the new one without another request."""
+        with self._lock:
+            current = self.tokens.access_token
+            if stale is not None and current is not None and current != stale:
+                return current
+            flight = self._flight
+            leader = flight is None
+            if flight is None:
+                flight = self._flight = _Flight()
+        if leader:
+            try:
+                flight.resolve(self._do_refresh())
+            except BaseException as exc:
+                flight.reject(exc)
+            finally:
+                with self._lock:
+                    self._flight = None
+        return flight.wait()
+
+    def _do_refresh(self) -> str:
+        stored = self.tokens.load_refresh_token()
+        if stored is None:
+            raise SignedOutError("not signed in")
+        try:
+            tokens = self.api.refresh(stored)
+        except ApiError as exc:
+            self.sign_out_locally("session_expired")
+            raise SignedOutError(f"the session has ended: {exc.message}") from exc
+        self._accept(tokens)
+        return tokens.access_token
+
+    def access_token(self) -> str:
+        return self.tokens.access_token or self.refresh()
+
+    def authorized(self, call: Callable[[str], T]) -> T:
+        """Runs `call(access_token)`; after a 401 refreshes once and runs it again."""
+        token = self.access_token()
+        try:
+            return call(token)
+        except ApiError as exc:
+            if not exc.is_unauthorized:
+                raise
+        return call(self.refresh(stale=token))
+
+    def me(self) -> User:
+        user = self.authorized(self.api.me)
+        self.user = user
+        return user
+
+    def create_powersync_token(self) -> PowerSyncToken:
+        return self.authorized(self.api.powersync_token)
+
+    def upload_powersync_batch(self, batch: list[dict[str, Any]]) -> UploadResult:
+        return self.authorized(lambda access: self.api.upload(access, batch))
+
+    def server_rejections(self) -> list[dict[str, Any]]:
+        return self.authorized(self.api.rejections)
+
+
+class _CallbackHandler(http.server.BaseHTTPRequestHandler):
+    server: _CallbackServer
+
+    def do_GET(self) -> None:
+        url = urllib.parse.urlsplit(self.path)
+        if url.path != GOOGLE_CALLBACK_PATH:
+            self.send_error(404)
+            return
+        query = urllib.parse.parse_qs(url.query)
+        code, error = query.get("code", [None])[0], query.get("error", [None])[0]
+        ok = bool(code) and not error
+        body = (
+            "Signed in to Papyrus. You can close this window."
+            if ok
+            else f"Sign-in failed: {error or 'no code'}. You can close this window."
+        ).encode()
+        self.send_response(200 if ok else 400)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+        self.server.outcome = (code, error or (None if code else "missing_code"))
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("loopback: " + format, *args)
+
+
+class _CallbackServer(http.server.HTTPServer):
+    outcome: tuple[str | None, str | None] | None = None
+
+
+class LoopbackReceiver:
+    """A one-shot HTTP listener on 127.0.0.1 that receives the OAuth redirect."""
+
+    def __init__(self, port: int = GOOGLE_CALLBACK_PORT) -> None:
+        try:
+            self._server = _CallbackServer(("127.0.0.1", port), _CallbackHandler)
+        except OSError as exc:
+            raise SignInError(f"cannot listen on 127.0.0.1:{port} for the sign-in: {exc}") from exc
+        self.port = self._server.server_address[1]
+        self.redirect_uri = f"http://localhost:{self.port}{GOOGLE_CALLBACK_PATH}"
+
+    def wait(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while self._server.outcome is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SignInError("timed out waiting for the browser sign-in")
+            self._server.timeout = min(remaining, 0.5)
+            self._server.handle_request()
+        code, error = self._server.outcome
+        if error or not code:
+            raise SignInError(f"the sign-in was not completed: {error}")
+        return code
+
+    def close(self) -> None:
+        self._server.server_close()
+
+    def __enter__(self) -> LoopbackReceiver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

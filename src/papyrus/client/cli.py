@@ -1,0 +1,435 @@
+"""`papyrus` client commands: accounts, the library, and sync. Never imports server code."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+from rich.table import Table
+
+from papyrus.client.auth import GOOGLE_CALLBACK_PORT
+from papyrus.client.books import Book, BookFilter, BookRepository, BookSort
+from papyrus.client.config import PapyrusApiConfig
+from papyrus.client.database import PowerSyncDatabase
+from papyrus.client.errors import NotFoundError, PapyrusClientError
+from papyrus.client.provider import AuthProvider, AuthState
+
+console = Console()
+err_console = Console(stderr=True)
+
+books_app = typer.Typer(no_args_is_help=True, help="Your library (works offline).")
+sync_app = typer.Typer(no_args_is_help=True, help="Syncing the library with the server.")
+
+
+def install(app: typer.Typer) -> None:
+    """Adds the client commands to the `papyrus` command line."""
+    app.command("register")(register)
+    app.command("login")(login)
+    app.command("login-google")(login_google)
+    app.command("logout")(logout)
+    app.command("status")(status)
+    app.command("offline")(offline)
+    app.add_typer(books_app, name="books")
+    app.add_typer(sync_app, name="sync")
+
+
+@contextmanager
+def _client(*, verify: bool = False) -> Iterator[AuthProvider]:
+    """An AuthProvider for one command; client errors become a message and exit code 1."""
+    try:
+        with AuthProvider(PapyrusApiConfig.from_environment(), auto_connect=False) as app:
+            app.bootstrap(verify=verify)
+            yield app
+    except PapyrusClientError as exc:
+        err_console.print(f"[red]Error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+def _saved_note(app: AuthProvider) -> None:
+    if app.state is AuthState.SIGNED_IN:
+        queued = app.database.upload_queue_size()
+        console.print(f"[dim]{queued} change(s) waiting to upload: run `papyrus sync now`.[/dim]")
+
+
+# -- accounts -------------------------------------------------------------------------------
+
+EmailOpt = Annotated[str, typer.Option(prompt=True, help="Account email.")]
+
+
+def register(
+    email: EmailOpt,
+    name: Annotated[str, typer.Option(prompt="Display name", help="Your name.")],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+) -> None:
+    """Create an account and sign in."""
+    with _client() as app:
+        user = app.register(email, password, name)
+        console.print(f"Signed in as [bold]{user.email}[/bold].")
+
+
+def login(
+    email: EmailOpt,
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True)],
+) -> None:
+    """Sign in with email and password."""
+    with _client() as app:
+        user = app.sign_in(email, password)
+        console.print(f"Signed in as [bold]{user.email}[/bold].")
+
+
+def login_google(
+    no_browser: Annotated[
+        bool, typer.Option("--no-browser", help="Print the URL instead of opening a browser.")
+    ] = False,
+    port: Annotated[
+        int, typer.Option(help="Loopback port for the callback.")
+    ] = GOOGLE_CALLBACK_PORT,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the browser.")] = 300,
+) -> None:
+    """Sign in with Google in the browser."""
+
+    def show(url: str) -> None:
+        console.print(f"Open this page to sign in:\n{url}")
+
+    with _client() as app:
+        if no_browser:
+            app.open_browser = show
+        console.print("Waiting for the browser sign-in…")
+        user = app.sign_in_with_google(port=port, timeout=timeout)
+        console.print(f"Signed in as [bold]{user.email}[/bold].")
+
+
+def logout(
+    all_devices: Annotated[bool, typer.Option(help="End the sessions of every device.")] = False,
+) -> None:
+    """Sign out and delete this device's copy of the account's data."""
+    with _client() as app:
+        if app.state is not AuthState.SIGNED_IN:
+            console.print("Not signed in.")
+            return
+        app.sign_out(all_devices=all_devices)
+        console.print("Signed out. The account's data was removed from this device.")
+
+
+def status() -> None:
+    """Who is signed in, which library is live, and how sync stands."""
+    with _client() as app:
+        table = Table(show_header=False, box=None)
+        table.add_row("State", str(app.state))
+        if app.user:
+            table.add_row("User", f"{app.user.email} ({app.user.id})")
+        table.add_row("API", app.config.api_url)
+        table.add_row("Sync service", app.config.powersync_url)
+        table.add_row("Token store", app.auth.tokens.backend.name)
+        table.add_row("Library", app.database.path)
+        table.add_row("Books", str(BookRepository(app.database).count()))
+        if app.state is AuthState.SIGNED_IN:
+            _status_rows(table, app.database)
+        console.print(table)
+
+
+def offline(
+    mode: Annotated[str, typer.Argument(help="on or off", metavar="on|off")],
+) -> None:
+    """Turn offline mode on (sign out, stop syncing, use the guest library) or off."""
+    if mode not in ("on", "off"):
+        err_console.print("Say `papyrus offline on` or `papyrus offline off`.")
+        raise typer.Exit(2)
+    with _client() as app:
+        app.set_offline_mode(mode == "on")
+        console.print(
+            "Offline mode is on: the guest library is in use."
+            if mode == "on"
+            else "Offline mode is off. Sign in with `papyrus login`."
+        )
+
+
+# -- books ----------------------------------------------------------------------------------
+
+
+def _books_table(books: list[Book]) -> Table:
+    table = Table("ID", "Title", "Author", "Status", "★", "Rating", "Pages")
+    for b in books:
+        table.add_row(
+            b.id[:8],
+            b.title or "",
+            b.author or "",
+            b.reading_status or "",
+            "★" if b.is_favorite else "",
+            str(b.rating or ""),
+            str(b.page_count or ""),
+        )
+    return table
+
+
+def _resolve(books: BookRepository, ref: str) -> Book:
+    """A book by full id or unambiguous id prefix (as `books list` shows them)."""
+    exact = books.get(ref)
+    if exact is not None:
+        return exact
+    rows = books.database.get_all("SELECT id FROM books WHERE id LIKE ? LIMIT 2", (ref + "%",))
+    if len(rows) != 1:
+        what = "several books" if rows else "no book"
+        raise NotFoundError(f"{what} with an id starting with {ref!r}")
+    book = books.get(rows[0]["id"])
+    assert book is not None
+    return book
+
+
+def _fields(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+AuthorOpt = Annotated[str | None, typer.Option(help="Author.")]
+StatusOpt = Annotated[
+    str | None, typer.Option("--status", help="Reading status, e.g. reading, finished.")
+]
+FavOpt = Annotated[bool | None, typer.Option("--favorite/--not-favorite", help="Favourite.")]
+RatingOpt = Annotated[int | None, typer.Option(help="Rating, 1 to 5.")]
+PagesOpt = Annotated[int | None, typer.Option("--pages", help="Page count.")]
+IsbnOpt = Annotated[str | None, typer.Option(help="ISBN-13.")]
+
+
+@books_app.command("add")
+def books_add(
+    title: Annotated[str, typer.Argument(help="Title.")],
+    author: AuthorOpt = None,
+    reading_status: StatusOpt = None,
+    favorite: FavOpt = None,
+    rating: RatingOpt = None,
+    pages: PagesOpt = None,
+    isbn: IsbnOpt = None,
+) -> None:
+    """Add a book."""
+    with _client() as app:
+        book = app.library.add(
+            title,
+            **_fields(
+                author=author,
+                reading_status=reading_status,
+                is_favorite=favorite,
+                rating=rating,
+                page_count=pages,
+                isbn13=isbn,
+            ),
+        )
+        console.print(f"Added [bold]{book.title}[/bold] ({book.id}).")
+        _saved_note(app)
+
+
+@books_app.command("list")
+def books_list(
+    reading_status: StatusOpt = None,
+    favorite: FavOpt = None,
+    search: Annotated[str | None, typer.Option(help="Text in title, author or subtitle.")] = None,
+    sort: Annotated[BookSort, typer.Option(help="Sort by.")] = BookSort.title,
+    desc: Annotated[bool, typer.Option("--desc", help="Descending order.")] = False,
+    limit: Annotated[int | None, typer.Option(help="At most this many.")] = None,
+) -> None:
+    """List books as a table."""
+    query = BookFilter(
+        reading_status=reading_status,
+        favorite=favorite,
+        search=search,
+        sort=sort,
+        descending=desc,
+        limit=limit,
+    )
+    with _client() as app:
+        books = app.library.list(query)
+        if not books:
+            console.print("No books.")
+            return
+        console.print(_books_table(books))
+
+
+@books_app.command("show")
+def books_show(book_id: Annotated[str, typer.Argument(help="Id or id prefix.")]) -> None:
+    """Show every field of one book."""
+    with _client() as app:
+        book = _resolve(app.library, book_id)
+        table = Table(show_header=False, box=None)
+        for name, value in book.to_dict().items():
+            table.add_row(name, "" if value in (None, [], {}) else str(value))
+        console.print(table)
+
+
+@books_app.command("edit")
+def books_edit(
+    book_id: Annotated[str, typer.Argument(help="Id or id prefix.")],
+    title: Annotated[str | None, typer.Option(help="Title.")] = None,
+    author: AuthorOpt = None,
+    reading_status: StatusOpt = None,
+    favorite: FavOpt = None,
+    rating: RatingOpt = None,
+    pages: PagesOpt = None,
+    current_page: Annotated[int | None, typer.Option(help="Current page.")] = None,
+) -> None:
+    """Change fields of a book."""
+    changes = _fields(
+        title=title,
+        author=author,
+        reading_status=reading_status,
+        is_favorite=favorite,
+        rating=rating,
+        page_count=pages,
+        current_page=current_page,
+    )
+    with _client() as app:
+        book = _resolve(app.library, book_id)
+        book = app.library.update(book.id, **changes)
+        console.print(f"Updated [bold]{book.title}[/bold].")
+        _saved_note(app)
+
+
+@books_app.command("rm")
+def books_rm(book_id: Annotated[str, typer.Argument(help="Id or id prefix.")]) -> None:
+    """Delete a book."""
+    with _client() as app:
+        book = _resolve(app.library, book_id)
+        app.library.delete(book.id)
+        console.print(f"Deleted [bold]{book.title}[/bold].")
+        _saved_note(app)
+
+
+@books_app.command("watch")
+def books_watch(
+    sync: Annotated[bool, typer.Option(help="Also sync while watching.")] = True,
+    count: Annotated[
+        int | None, typer.Option(help="Stop after this many updates (for scripts).")
+    ] = None,
+) -> None:
+    """Print the library again whenever it changes (Ctrl-C to stop)."""
+    with _client(verify=sync) as app:
+        if sync and app.state is AuthState.SIGNED_IN:
+            app.powersync.connect()
+        with app.library.watch() as watch:
+            try:
+                for shown, books in enumerate(watch, start=1):
+                    stamp = datetime.now().strftime("%H:%M:%S")
+                    console.print(f"[dim]{stamp}[/dim]", _books_table(books))
+                    if count is not None and shown >= count:
+                        break
+            except KeyboardInterrupt:
+                pass
+
+
+# -- sync -----------------------------------------------------------------------------------
+
+
+def _ago(moment: datetime | None) -> str:
+    if moment is None:
+        return "never"
+    seconds = int((datetime.now(UTC) - moment).total_seconds())
+    return f"{moment.astimezone().strftime('%Y-%m-%d %H:%M:%S')} ({seconds}s ago)"
+
+
+def _status_rows(table: Table, db: PowerSyncDatabase) -> None:
+    s = db.status
+    table.add_row("Connected", "yes" if s.connected else "no")
+    table.add_row("Last synced", _ago(s.last_synced_at))
+    table.add_row("Upload queue", str(db.upload_queue_size()))
+    if s.download_progress and s.downloading:
+        p = s.download_progress
+        table.add_row("Downloading", f"{p.downloaded}/{p.total}")
+    if s.last_error:
+        table.add_row("Last error", s.last_error)
+
+
+def _signed_in(app: AuthProvider) -> None:
+    if app.state is not AuthState.SIGNED_IN:
+        raise PapyrusClientError(
+            "offline mode is on" if app.state is AuthState.OFFLINE else "not signed in"
+        )
+
+
+@sync_app.command("status")
+def sync_status() -> None:
+    """The local sync state (no network)."""
+    with _client() as app:
+        _signed_in(app)
+        table = Table(show_header=False, box=None)
+        _status_rows(table, app.database)
+        console.print(table)
+
+
+@sync_app.command("now")
+def sync_now(
+    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 120,
+) -> None:
+    """Upload queued changes and download everything new, with a progress bar."""
+    with _client(verify=True) as app:
+        _signed_in(app)
+        db = app.database
+        app.powersync.connect()
+        try:
+            synced = _run_with_progress(db, timeout)
+        finally:
+            app.powersync.disconnect()
+        if not synced:
+            err_console.print(
+                f"[red]Sync did not finish:[/red] {db.status.last_error or 'timed out'}"
+            )
+            raise typer.Exit(1)
+        console.print(f"Synced. {BookRepository(db).count()} book(s) on this device.")
+
+
+def _run_with_progress(db: PowerSyncDatabase, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    quiet_since: datetime | None = None
+    columns = [TextColumn("{task.description}"), BarColumn(), TaskProgressColumn()]
+    with Progress(
+        *columns, console=console, transient=True, disable=not sys.stdout.isatty()
+    ) as bar:
+        task = bar.add_task("Connecting", total=None)
+        while time.monotonic() < deadline:
+            s = db.status
+            if s.download_progress and s.downloading:
+                p = s.download_progress
+                bar.update(task, description="Downloading", total=p.total, completed=p.downloaded)
+            elif s.upload_queue_size:
+                bar.update(task, description=f"Uploading {s.upload_queue_size} change(s)")
+            if s.upload_queue_size == 0 and not s.uploading:
+                # A checkpoint applied after the queue drained includes our own uploads.
+                quiet_since = quiet_since or datetime.now(UTC)
+                if s.last_synced_at is not None and s.last_synced_at >= quiet_since:
+                    return True
+            else:
+                quiet_since = None
+            time.sleep(0.05)
+    return False
+
+
+@sync_app.command("rejections")
+def sync_rejections(
+    server: Annotated[bool, typer.Option(help="Ask the server instead of this device.")] = False,
+) -> None:
+    """Changes the server refused; the server's version of those rows was kept."""
+    with _client(verify=server) as app:
+        _signed_in(app)
+        table = Table("When", "Op", "Row", "Code", "Message")
+        if server:
+            for r in app.auth.server_rejections():
+                table.add_row(
+                    str(r.get("created_at", r.get("rejected_at", ""))),
+                    str(r.get("op", "")),
+                    str(r.get("row_id", r.get("id", ""))),
+                    str(r.get("code", "")),
+                    str(r.get("message", "")),
+                )
+        else:
+            for r in app.data_store.rejections():
+                table.add_row(
+                    r.rejected_at or "", r.op or "", r.row_id or "", r.code or "", r.message or ""
+                )
+        if not table.rows:
+            console.print("No rejected changes.")
+            return
+        console.print(table)

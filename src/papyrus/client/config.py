@@ -1,0 +1,73 @@
+"""Where the client finds its servers and keeps its files."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+TokenStoreKind = Literal["auto", "keyring", "file"]
+
+DEFAULT_API_URL = "http://localhost:8080"
+DEFAULT_POWERSYNC_URL = "http://localhost:8081"
+
+
+def default_data_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The per-user data directory: XDG on Linux, Application Support on macOS."""
+    env = os.environ if env is None else env
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "papyrus"
+    base = env.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "papyrus"
+
+
+@dataclass(frozen=True)
+class PapyrusApiConfig:
+    """Everything the client needs to know about its environment.
+
+    Build it with `from_environment()` in apps and the CLI; tests construct it directly.
+    """
+
+    api_url: str = DEFAULT_API_URL
+    powersync_url: str = DEFAULT_POWERSYNC_URL
+    data_dir: Path = field(default_factory=default_data_dir)
+    core_extension_path: Path | None = None
+    token_store: TokenStoreKind = "auto"
+    client_type: str = "cli"
+    device_label: str | None = None
+
+    def __post_init__(self) -> None:
+        # The PowerSync SDKs reject endpoints ending in "/"; normalising here avoids "//v1".
+        object.__setattr__(self, "api_url", self.api_url.rstrip("/"))
+        object.__setattr__(self, "powersync_url", self.powersync_url.rstrip("/"))
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+
+    @classmethod
+    def from_environment(cls, env: Mapping[str, str] | None = None) -> PapyrusApiConfig:
+        """Reads `PAPYRUS_API_URL`, `POWERSYNC_SERVICE_URL`, `PAPYRUS_CLIENT_DIR`,
+        `POWERSYNC_CORE_PATH`, `PAPYRUS_TOKEN_STORE` and `PAPYRUS_DEVICE_LABEL`."""
+        env = os.environ if env is None else env
+        store = env.get("PAPYRUS_TOKEN_STORE", "auto").strip().lower() or "auto"
+        if store not in ("auto", "keyring", "file"):
+            raise ValueError("PAPYRUS_TOKEN_STORE must be one of auto, keyring, file")
+        core = env.get("POWERSYNC_CORE_PATH")
+        data_dir = env.get("PAPYRUS_CLIENT_DIR")
+        return cls(
+            api_url=env.get("PAPYRUS_API_URL") or DEFAULT_API_URL,
+            powersync_url=env.get("POWERSYNC_SERVICE_URL") or DEFAULT_POWERSYNC_URL,
+            data_dir=Path(data_dir).expanduser() if data_dir else default_data_dir(env),
+            core_extension_path=Path(core).expanduser() if core else None,
+            token_store=store,  # type: ignore[arg-type]
+            device_label=env.get("PAPYRUS_DEVICE_LABEL") or None,
+        )
+
+    @property
+    def guest_database_path(self) -> Path:
+        return self.data_dir / "papyrus-guest.db"
+
+    @property
+    def account_database_path(self) -> Path:
+        return self.data_dir / "papyrus-account.db"

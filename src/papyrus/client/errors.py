@@ -1,0 +1,53 @@
+"""Every exception the client raises, in one place.
+
+The tree follows who can act on it: `CoreExtensionError` is a setup problem (fix the install),
+`ApiError` is the server saying no (read `code`), `TransientError` means "try again later"
+(the sync loop does), and `SignedOutError` means the user must sign in again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PapyrusClientError(Exception):
+    """Base class of every error raised by `papyrus.client`."""
+
+
+class CoreExtensionError(PapyrusClientError):
+    """The PowerSync core extension is missing, the wrong build, or too old."""
+
+
+class ApiError(PapyrusClientError):
+    """The Papyrus API answered with its error shape `{"error": {"code", "message", "details"}}`."""
+
+    def __init__(self, status_code: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(f"{message} ({code}, HTTP {status_code})")
+        self.status_code = status_code
+        self.code = code
+        self.message = message
+        self.details = details
+
+    @property
+    def is_unauthorized(self) -> bool:
+        return self.status_code == 401
+
+
+class TransientError(PapyrusClientError):
+    """The server could not be reached or failed temporarily (network, 5xx, 429): retry later."""
+
+
+class SignedOutError(PapyrusClientError):
+    """No usable session: the user never signed in, signed out, or the session was revoked."""
+
+
+class OfflineModeError(PapyrusClientError):
+    """The operation needs the server, but the client is in offline mode."""
+
+
+class SignInError(PapyrusClientError):
+    """A browser sign-in did not complete (cancelled, refused, or timed out)."""
+
+
+class NotFoundError(PapyrusClientError):
+    """A local record with the given id does not exist."""

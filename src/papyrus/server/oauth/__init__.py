@@ -1,0 +1,1 @@
+"""Sign-in with an OpenID provider (Google) through a Papyrus-owned browser flow."""

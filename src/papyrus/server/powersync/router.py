@@ -1,0 +1,53 @@
+"""HTTP routes for PowerSync credentials: a token for the signed-in user, and the public JWKS."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from papyrus.server.accounts.dependencies import CallerDep, SettingsDep
+from papyrus.server.errors import ErrorResponse
+from papyrus.server.powersync import tokens
+from papyrus.server.powersync.keys import KeySet, load_keyset
+from papyrus.server.powersync.schemas import Jwks, PowerSyncTokenResponse
+
+# Verifiers re-fetch on an unknown kid, so five minutes of caching only delays dropping an old key.
+JWKS_CACHE_CONTROL = "public, max-age=300"
+
+router = APIRouter(prefix="/auth", tags=["powersync"])
+
+
+async def get_keyset(request: Request) -> KeySet:
+    """Loaded on first use (in development this may generate the key pair), then kept."""
+    keyset = getattr(request.app.state, "powersync_keys", None)
+    if keyset is None:
+        keyset = await run_in_threadpool(load_keyset, request.app.state.settings)
+        request.app.state.powersync_keys = keyset
+    return keyset
+
+
+KeySetDep = Annotated[KeySet, Depends(get_keyset)]
+
+
+@router.post("/powersync-token", responses={401: {"model": ErrorResponse}})
+async def issue_powersync_token(
+    caller: CallerDep, settings: SettingsDep, keys: KeySetDep, response: Response
+) -> PowerSyncTokenResponse:
+    """A short-lived token for the PowerSync service; its `sub` is the caller's user id."""
+    token = tokens.create_powersync_token(
+        keys.current,
+        caller.user.id,
+        settings.POWERSYNC_JWT_AUDIENCE,
+        settings.POWERSYNC_TOKEN_TTL_SECONDS,
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return PowerSyncTokenResponse(token=token, expires_in=settings.POWERSYNC_TOKEN_TTL_SECONDS)
+
+
+@router.get("/jwks")
+async def jwks(keys: KeySetDep, response: Response) -> Jwks:
+    """The public keys of PowerSync tokens: the current one, and the previous during a rotation."""
+    response.headers["Cache-Control"] = JWKS_CACHE_CONTROL
+    return Jwks.model_validate(keys.jwks())

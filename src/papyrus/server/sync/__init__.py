@@ -1,0 +1,1 @@
+"""The sync write path: synced tables, PowerSync uploads applied atomically, rejections."""

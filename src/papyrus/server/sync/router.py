@@ -1,0 +1,94 @@
+"""HTTP routes of the sync write path: the PowerSync upload and the user's rejection log."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+
+from papyrus.server.accounts.dependencies import CallerDep, DbDep
+from papyrus.server.errors import (
+    BadRequest,
+    ErrorResponse,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from papyrus.server.sync import service
+from papyrus.server.sync.schemas import (
+    RejectionList,
+    RejectionPublic,
+    UploadRejection,
+    UploadResponse,
+)
+from papyrus.server.sync.validation import MAX_BODY_BYTES, parse_batch
+
+router = APIRouter(
+    prefix="/sync",
+    tags=["sync"],
+    responses={401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
+)
+
+
+@router.post(
+    "/powersync-upload",
+    response_model_exclude_unset=True,
+    responses={
+        400: {"model": ErrorResponse},
+        413: {"model": ErrorResponse},
+        415: {"model": ErrorResponse},
+        503: {"model": ErrorResponse},
+    },
+)
+async def powersync_upload(request: Request, caller: CallerDep, db: DbDep) -> UploadResponse:
+    """Apply one client transaction: `{"batch": [<PowerSync CRUD entry>, ...]}`, at most 1,000
+    entries and 2 MiB. 200 `applied` or 200 `rejected` (nothing applied, recorded for the user):
+    either way the client is done with the transaction. 5xx means retry later."""
+    body = await read_body(request, MAX_BODY_BYTES)
+    result = await service.apply_upload(db, caller.user.id, parse_batch(body))
+    rejections = [
+        UploadRejection(op_id=r.op_id, id=r.row_id, code=r.code, message=r.message)
+        for r in result.rejections
+    ]
+    if not rejections:  # left unset, so the success body is exactly {"status", "applied"}
+        return UploadResponse(status="applied", applied=result.applied)
+    return UploadResponse(status="rejected", applied=0, rejections=rejections)
+
+
+@router.get("/rejections")
+async def list_rejections(
+    caller: CallerDep,
+    db: DbDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[int | None, Query(description="Page: rejections older than this id.")] = None,
+) -> RejectionList:
+    """The caller's rejected upload operations, newest first."""
+    rows = await service.list_rejections(db, caller.user.id, limit, before)
+    return RejectionList(rejections=[RejectionPublic.model_validate(row) for row in rows])
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The JSON body, refused (413) from its Content-Length before reading, or while reading."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequest("Invalid Content-Length header.", code="invalid_content_length")
+        if int(declared) > limit:
+            raise _too_large(limit)
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type != "application/json":
+        raise UnsupportedMediaType()
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> PayloadTooLarge:
+    return PayloadTooLarge(
+        f"An upload may be at most {limit} bytes; keep client transactions smaller.",
+        details={"max_bytes": limit},
+    )

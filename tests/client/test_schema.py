@@ -1,0 +1,64 @@
+"""Schema JSON: what the core extension receives must match the Node SDK's."""
+
+from __future__ import annotations
+
+import pytest
+
+from papyrus.client import ACCOUNT_SCHEMA, GUEST_SCHEMA, Column, Index, Schema, Table
+
+
+def test_table_json_matches_node_sdk_shape() -> None:
+    table = Table(
+        "books",
+        [Column.text("title"), Column.integer("page_count"), Column.real("current_position")],
+    )
+    assert Schema([table]).to_json() == {
+        "tables": [
+            {
+                "name": "books",
+                "view_name": "books",
+                "columns": [
+                    {"name": "title", "type": "TEXT"},
+                    {"name": "page_count", "type": "INTEGER"},
+                    {"name": "current_position", "type": "REAL"},
+                ],
+                "indexes": [],
+                "local_only": False,
+                "insert_only": False,
+                "include_old": False,
+                "include_old_only_when_changed": False,
+                "include_metadata": False,
+                "ignore_empty_update": False,
+            }
+        ],
+        "raw_tables": [],
+    }
+
+
+def test_index_json_carries_column_types() -> None:
+    table = Table("t", [Column.integer("n")], indexes=[Index("by_n", [("n", False)])])
+    assert table.to_json()["indexes"] == [
+        {"name": "by_n", "columns": [{"name": "n", "ascending": False, "type": "INTEGER"}]}
+    ]
+
+
+@pytest.mark.parametrize("bad", ["id", "1x", "a b"])
+def test_bad_column_names_are_refused(bad: str) -> None:
+    with pytest.raises(ValueError):
+        Column.text(bad)
+
+
+def test_index_on_unknown_column_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown column"):
+        Table("t", [Column.text("a")], indexes=[Index("i", ["b"])]).to_json()
+
+
+def test_books_schema_mirrors_the_server_table() -> None:
+    books = ACCOUNT_SCHEMA.table("books").to_json()
+    types = {c["name"]: c["type"] for c in books["columns"]}
+    assert types["page_count"] == "INTEGER" and types["current_position"] == "REAL"
+    assert types["is_favorite"] == "INTEGER" and types["co_authors"] == "TEXT"
+    assert len(types) == 21  # every server column except the implicit id
+    assert books["local_only"] is False
+    assert GUEST_SCHEMA.table("books").to_json()["local_only"] is True
+    assert ACCOUNT_SCHEMA.table("upload_rejections").local_only
