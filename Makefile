@@ -11,6 +11,7 @@ run: $(STAMP)
 	$(BIN)/papyrus dev
 
 test: $(STAMP) $(NODE_STAMP)
+	bash scripts/ensure-chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest

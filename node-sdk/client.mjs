@@ -98,7 +98,15 @@ const commands = {
     return result.rows?._array ?? [];
   },
   async getAll({ sql, params = [] }) { return db.getAll(sql, params); },
-  async status() { return { ...db.currentStatus.toJSON(), queue: (await db.getUploadQueueStats()).count, counters }; },
+  async status() {
+    const s = db.currentStatus;
+    return {
+      connected: s.connected, hasSynced: s.hasSynced, lastSyncedAt: s.lastSyncedAt ?? null,
+      uploading: s.dataFlowStatus.uploading, downloadError: s.dataFlowStatus.downloadError?.message ?? null,
+      uploadError: s.dataFlowStatus.uploadError?.message ?? null,
+      queue: (await db.getUploadQueueStats()).count, counters
+    };
+  },
   async setAccessToken({ access_token }) { session.accessToken = access_token; return null; },
   async disconnect() { await db.disconnect(); return null; },
   async close() { await db.close(); db = null; return null; }

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import secrets
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -26,11 +28,15 @@ TEMPLATE_DB = "papyrus_template"
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerInfo]:
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("pg"), fast=True)
+def pg_server() -> Iterator[ServerInfo]:
+    # Outside pytest's temp tree: a concurrent pytest run re-tightens and prunes that tree,
+    # which would pull the data directory from under this server (it runs as another user).
+    data_dir = Path(tempfile.mkdtemp(prefix="papyrus-test-pg-"))
+    server = EmbeddedPostgres(data_dir, fast=True)
     info = server.start()
     yield info
     server.stop()
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

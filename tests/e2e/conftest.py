@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -121,11 +122,11 @@ class Stack:
         self.stop_sync()
 
 
-@pytest.fixture
-def stack(tmp_path: Path, database_url: str) -> Iterator[Stack]:
+@contextmanager
+def running_stack(tmp_path: Path, database_url: str, **overrides: Any) -> Iterator[Stack]:
     if not (NODE_SDK / "node_modules" / "@powersync" / "node").exists():
         pytest.fail("the Node SDK is not installed: run `make setup` (npm ci in node-sdk/)")
-    settings = make_settings(tmp_path, database_url)
+    settings = make_settings(tmp_path, database_url, **overrides)
     with LiveServer(create_app(settings)) as api:
         stack = Stack(api, database_url, settings.POWERSYNC_JWT_AUDIENCE, tmp_path)
         stack.start_sync()
@@ -133,3 +134,9 @@ def stack(tmp_path: Path, database_url: str) -> Iterator[Stack]:
             yield stack
         finally:
             stack.close()
+
+
+@pytest.fixture
+def stack(tmp_path: Path, database_url: str) -> Iterator[Stack]:
+    with running_stack(tmp_path, database_url) as stack:
+        yield stack

@@ -100,7 +100,7 @@ def test_upload_completes_through_the_write_checkpoint(stack: Stack, sql) -> Non
     assert sql("SELECT title FROM books WHERE id = %s", (book_id,)) == [("Persuasion",)]
     status = client.call("status")
     assert status["counters"]["uploads"] == 1
-    assert status["dataFlow"]["uploading"] is False
+    assert status["uploadError"] is None
 
 
 def test_rejected_upload_is_rolled_back_locally(stack: Stack, sql) -> None:
@@ -150,3 +150,28 @@ def test_sync_service_restart_with_connected_clients(stack: Stack) -> None:
     for client in (first, second):
         client.wait_until(lambda c: _titles(c) == expected, timeout=30, what="convergence")
     assert first.call("status")["queue"] == 0
+
+
+def test_token_expiry_and_refresh_mid_stream(tmp_path, database_url) -> None:
+    """With 30-second PowerSync tokens, the SDK fetches new credentials before the old token
+    dies, and sync keeps working past the first token's expiry."""
+    import time
+
+    from tests.e2e.conftest import running_stack
+
+    with running_stack(tmp_path, database_url, POWERSYNC_TOKEN_TTL_SECONDS=30) as stack:
+        ada = stack.register("expiry@example.com")
+        client = stack.node_client("expiry", ada)
+        started = time.monotonic()
+        client.call("connect")
+        client.call("waitForFirstSync")
+        first_fetches = client.call("status")["counters"]["fetchCredentials"]
+        client.wait_until(
+            lambda c: c.call("status")["counters"]["fetchCredentials"] > first_fetches,
+            timeout=40,
+            what="a credentials refresh before expiry",
+        )
+        time.sleep(max(0.0, 32 - (time.monotonic() - started)))  # the first token is dead now
+        stack.upload(ada, [_book("After expiry")])
+        client.wait_until(lambda c: _titles(c) == ["After expiry"], what="sync after expiry")
+        assert client.call("status")["connected"] is True

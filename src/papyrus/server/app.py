@@ -25,10 +25,16 @@ log = logging.getLogger(__name__)
 
 
 async def require_json_body(request: Request) -> None:
-    """Bodies are JSON only; anything else is a clear 415 rather than a confusing 422."""
+    """Bodies are JSON only; anything else is a clear 415 rather than a confusing 422.
+
+    Decided from the headers alone, so the body is not buffered before its route sees it.
+    """
     if request.method not in ("POST", "PUT", "PATCH"):
         return
-    if not await request.body():
+    has_body = request.headers.get("content-length", "0") != "0" or (
+        "transfer-encoding" in request.headers
+    )
+    if not has_body:
         return
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type != "application/json":

@@ -95,18 +95,33 @@ def test_verified_email_links_to_existing_password_account(
     provider.set_user("bob-sub", email="Bob@Example.com", email_verified=True, name="Bob")
     body = flow.exchange(flow.sign_in_code("bob-sub")).json()
     assert body["user"]["id"] == existing["user"]["id"]
+    assert body["user"]["email_verified"] is True
     assert sql("SELECT count(*) FROM users") == [(1,)]
     assert sql("SELECT subject FROM oauth_identities") == [("bob-sub",)]
-    # The password still works too.
+
+
+def test_linking_evicts_whoever_registered_the_email_first(
+    flow: Flow, provider: OpenIdProvider, client: TestClient, sql
+) -> None:
+    """A squatter who registered someone else's address with a password must not keep access
+    once the address's proven owner signs in with Google."""
+    squatter = register(client, email="victim@example.com", password="squatter-pass")
+    provider.set_user("victim-sub", email="victim@example.com", email_verified=True)
+    victim = flow.exchange(flow.sign_in_code("victim-sub")).json()
+    assert victim["user"]["id"] == squatter["user"]["id"]
+
+    me = client.get("/v1/users/me", headers={"Authorization": f"Bearer {squatter['access_token']}"})
+    assert me.status_code == 401
+    refresh = client.post("/v1/auth/refresh", json={"refresh_token": squatter["refresh_token"]})
+    assert refresh.status_code == 401
     login = client.post(
         "/v1/auth/login",
-        json={
-            "email": "bob@example.com",
-            "password": "correct horse battery",
-            "client_type": "cli",
-        },
+        json={"email": "victim@example.com", "password": "squatter-pass", "client_type": "cli"},
     )
-    assert login.status_code == 200
+    assert login.status_code == 401
+    mine = client.get("/v1/users/me", headers={"Authorization": f"Bearer {victim['access_token']}"})
+    assert mine.status_code == 200
+    assert sql("SELECT password_hash IS NULL, email_verified FROM users") == [(True, True)]
 
 
 def test_unverified_email_never_links_to_existing_account(

@@ -25,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from papyrus.server.accounts import service as accounts
-from papyrus.server.accounts.models import User
+from papyrus.server.accounts.models import AuthSession, User
 from papyrus.server.accounts.schemas import ClientType, TokenResponse
 from papyrus.server.accounts.tokens import hash_token
 from papyrus.server.config import Settings
@@ -298,6 +298,8 @@ async def _find_or_create_user(
         # user created under it could later be merged with its real owner's Google account.
         raise ProviderError("email_unverified", "provider did not verify the email")
     user = await db.scalar(select(User).where(User.email == email))
+    if user is not None and not user.email_verified:
+        await _evict_unproven_owner(db, user)
     if user is None:
         user = await accounts.create_user(
             db,
@@ -310,6 +312,21 @@ async def _find_or_create_user(
     db.add(OAuthIdentity(user_id=user.id, provider=provider, subject=identity.subject, email=email))
     await db.flush()
     return user.id
+
+
+async def _evict_unproven_owner(db: AsyncSession, user: User) -> None:
+    """Linking proves the Google owner holds this address; the account's password never did.
+
+    Whoever set that password (possibly someone who registered another person's email first)
+    loses it and every session, so the proven owner is the only one left holding the account.
+    """
+    user.password_hash = None
+    user.email_verified = True
+    await db.execute(
+        update(AuthSession)
+        .where(AuthSession.user_id == user.id, AuthSession.revoked_at.is_(None))
+        .values(revoked_at=func.now(), revoked_reason="email_owner_linked")
+    )
 
 
 async def _mint_code(

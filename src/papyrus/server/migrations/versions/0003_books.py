@@ -1,7 +1,7 @@
 """Books (synced to clients by PowerSync), upload rejections, and the `powersync` publication.
 
 Revision ID: 0003_books
-Revises: 0001_accounts
+Revises: 0002_oauth
 Create Date: 2026-11-26 16:00:00.000000
 """
 
@@ -10,7 +10,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0003_books"
-down_revision = "0001_accounts"
+down_revision = "0002_oauth"
 branch_labels = None
 depends_on = None
 
