@@ -123,19 +123,42 @@ def test_db_upgrade_applies_migrations(tmp_path: Path, pg_server) -> None:
         assert conn.execute("SELECT to_regclass('users')").fetchone()[0] == "users"
 
 
-def test_dev_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+def test_dev_runs_api_and_sync_service_and_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+    port, sync_port = free_port(), free_port()
+    url, sync_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{sync_port}"
     proc = subprocess.Popen(
-        [*PAPYRUS, "dev", "--port", str(port), "--data-dir", str(tmp_path)],
+        [
+            *PAPYRUS,
+            "dev",
+            "--port",
+            str(port),
+            "--sync-port",
+            str(sync_port),
+            "--data-dir",
+            str(tmp_path),
+        ],
         env=_env(),
+        cwd=Path(__file__).resolve().parents[2],
         start_new_session=True,
     )
     try:
         _wait_ready(url, proc)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{sync_url}/probes/readiness", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "the sync service never became ready"
+            time.sleep(0.2)
+        # The sync service validates tokens against the API's JWKS.
+        unauthenticated = httpx.post(f"{sync_url}/sync/stream", json={"buckets": []})
+        assert unauthenticated.status_code == 401
         assert _postgres_running(tmp_path)
     finally:
         _stop(proc, signal.SIGINT)
     assert not _postgres_running(tmp_path)
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(f"{url}/health", timeout=2)
+    for dead in (url, sync_url):
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{dead}/health", timeout=2)
