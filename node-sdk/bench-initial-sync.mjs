@@ -14,20 +14,12 @@
 import { randomUUID } from 'node:crypto';
 import { performance } from 'node:perf_hooks';
 import {
-  PowerSyncDatabase, Schema, Table, column, SyncStreamConnectionMethod, createConsoleLogger, LogLevels
+  PowerSyncDatabase, SyncStreamConnectionMethod, createConsoleLogger, LogLevels
 } from '@powersync/node';
+import { schema } from './schema.mjs';
 
 const opts = JSON.parse(process.argv[2]);
 
-const books = new Table({
-  owner_user_id: column.text, title: column.text, subtitle: column.text, author: column.text,
-  co_authors: column.text, isbn: column.text, isbn13: column.text, publisher: column.text,
-  language: column.text, page_count: column.integer, description: column.text,
-  cover_image_url: column.text, reading_status: column.text, current_page: column.integer,
-  current_position: column.real, current_cfi: column.text, is_favorite: column.integer,
-  rating: column.integer, custom_metadata: column.text, added_at: column.text, updated_at: column.text
-});
-const schema = new Schema({ books });
 
 const session = { accessToken: opts.access_token, refreshToken: opts.refresh_token };
 const out = (msg) => process.stdout.write(JSON.stringify(msg) + '\n');
