@@ -13,6 +13,7 @@ import hashlib
 import json
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -22,7 +23,7 @@ from starlette.routing import Route
 
 from papyrus.client import Credentials, PowerSyncDatabase, TransientError
 
-CAPTURES = "/work/shared/docs/powersync-captures"
+CAPTURES = Path(__file__).resolve().parents[1] / "fixtures" / "powersync-captures"
 
 
 def op_checksum(object_type: str, object_id: str, data: str) -> int:
@@ -40,7 +41,7 @@ def signed32(value: int) -> int:
 
 
 def capture_lines(name: str) -> list[str]:
-    with open(f"{CAPTURES}/{name}") as fh:
+    with open(CAPTURES / name) as fh:
         text = fh.read()
     if text.startswith("HTTP/"):
         text = text.split("\n\n", 1)[1]

@@ -31,7 +31,8 @@ from papyrus.embedded_db import EmbeddedPostgres, ServerInfo
 
 REPO = Path(__file__).resolve().parents[2]
 SYNC_CONFIG = REPO / "server" / "powersync" / "sync-config.yaml"
-CAPTURES = Path("/work/shared/docs/powersync-captures")
+# Lines recorded from the real PowerSync service (a copy of shared/docs/powersync-captures).
+CAPTURES = Path(__file__).resolve().parents[1] / "fixtures" / "powersync-captures"
 AUDIENCE = "powersync-dev"
 
 BOOKS_DDL = """

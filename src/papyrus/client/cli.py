@@ -192,8 +192,8 @@ StatusOpt = Annotated[
     str | None, typer.Option("--status", help="Reading status, e.g. reading, finished.")
 ]
 FavOpt = Annotated[bool | None, typer.Option("--favorite/--not-favorite", help="Favourite.")]
-RatingOpt = Annotated[int | None, typer.Option(help="Rating, 1 to 5.")]
-PagesOpt = Annotated[int | None, typer.Option("--pages", help="Page count.")]
+RatingOpt = Annotated[int | None, typer.Option(min=1, max=5, help="Rating, 1 to 5.")]
+PagesOpt = Annotated[int | None, typer.Option("--pages", min=0, help="Page count.")]
 IsbnOpt = Annotated[str | None, typer.Option(help="ISBN-13.")]
 
 
