@@ -16,6 +16,7 @@ from papyrus.server.accounts.router import auth_router, users_router
 from papyrus.server.config import Settings
 from papyrus.server.db import create_engine, session_factory
 from papyrus.server.errors import ErrorResponse, UnsupportedMediaType, install_error_handlers
+from papyrus.server.logs import install_log_redaction
 from papyrus.server.oauth.router import oauth_router
 from papyrus.server.powersync.keys import load_keyset
 from papyrus.server.powersync.router import router as powersync_router
@@ -62,6 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    install_log_redaction()
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_json_body)])
     v1.include_router(auth_router)
