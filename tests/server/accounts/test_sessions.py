@@ -115,7 +115,7 @@ def test_forged_and_expired_access_tokens_are_rejected(client: TestClient, setti
         algorithms=["HS256"],
         audience="papyrus-api",
     )
-    forged = jwt.encode(claims, "not-the-secret", algorithm="HS256")
+    forged = jwt.encode(claims, "not-the-secret-but-just-as-long-as-one", algorithm="HS256")
     expired = jwt.encode(
         {**claims, "iat": int(time.time()) - 1000, "exp": int(time.time()) - 10},
         settings.access_token_secret,
