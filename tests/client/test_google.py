@@ -3,19 +3,21 @@ own tests use (oidc-provider-mock standing in for Google) and the real API on lo
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 from fastapi import FastAPI
 
-from papyrus.client import AuthProvider, AuthState, PapyrusApiConfig, SignInError
+from papyrus.client import ApiError, AuthProvider, AuthState, PapyrusApiConfig, SignInError
 from papyrus.server.app import create_app
 from papyrus.server.config import Settings
 from tests.conftest import LiveServer, free_port
-from tests.server.oauth.conftest import OpenIdProvider, oauth_settings
+from tests.server.oauth.conftest import OpenIdProvider, _s256, oauth_settings
 
 
 @pytest.fixture
@@ -73,8 +75,14 @@ def browser(provider: OpenIdProvider, *, deny: bool = False):  # type: ignore[no
     return open_url, opened
 
 
+def recording_http() -> tuple[httpx.Client, list[httpx.Request]]:
+    """The client's HTTP client, keeping every request it sends."""
+    sent: list[httpx.Request] = []
+    return httpx.Client(timeout=20, event_hooks={"request": [sent.append]}), sent
+
+
 def test_google_sign_in_through_the_loopback_listener(
-    api: LiveServer, provider: OpenIdProvider, callback_port: int, tmp_path: Path
+    api: LiveServer, provider: OpenIdProvider, callback_port: int, tmp_path: Path, sql
 ) -> None:
     open_url, opened = browser(provider)
     config = PapyrusApiConfig(
@@ -83,7 +91,8 @@ def test_google_sign_in_through_the_loopback_listener(
         token_store="file",
         powersync_url="http://127.0.0.1:9",
     )
-    with AuthProvider(config, open_browser=open_url, auto_connect=False) as app:
+    http, sent = recording_http()
+    with AuthProvider(config, http=http, open_browser=open_url, auto_connect=False) as app:
         user = app.sign_in_with_google(port=callback_port, timeout=30)
         assert user.email == "alice@example.com"
         assert app.state is AuthState.SIGNED_IN
@@ -91,6 +100,55 @@ def test_google_sign_in_through_the_loopback_listener(
         assert f"localhost%3A{callback_port}%2Fauth%2Fcallback" in opened[0]
         assert app.auth.me().email == "alice@example.com"
         assert app.auth.tokens.load_refresh_token()
+
+    # PKCE: the start URL carried an S256 challenge, and the exchange its verifier.
+    start = {k: v[0] for k, v in parse_qs(urlsplit(opened[0]).query).items()}
+    assert start["code_challenge_method"] == "S256"
+    challenge = start["code_challenge"]
+    exchanges = [r for r in sent if r.url.path == "/v1/auth/exchange-code"]
+    assert len(exchanges) == 1
+    body = json.loads(exchanges[0].content)
+    verifier = body["code_verifier"]
+    assert 43 <= len(verifier) <= 128 and verifier not in opened[0]
+    assert _s256(verifier) == challenge
+    # The server bound the code to that challenge, and the code is spent.
+    assert sql("SELECT app_code_challenge, used_at IS NOT NULL FROM oauth_codes") == [
+        (challenge, True)
+    ]
+
+
+def test_a_code_planted_on_the_listener_is_refused(
+    api: LiveServer, provider: OpenIdProvider, callback_port: int, tmp_path: Path, sql
+) -> None:
+    """Someone delivers a code from their own sign-in (started without this client's challenge)
+    to the waiting listener: exchanging it with this client's verifier fails, so the client
+    does not end up signed in to their account."""
+    provider.set_user("mallory-sub", email="mallory@example.com", email_verified=True)
+    loopback = f"http://localhost:{callback_port}/auth/callback"
+
+    def plant(url: str) -> None:
+        def run() -> None:
+            with httpx.Client(timeout=10) as http:
+                start = http.get(
+                    f"{api.url}/v1/auth/oauth/google/start",
+                    params={"redirect_uri": loopback},
+                    follow_redirects=False,
+                )
+                back = provider.authorize(start.headers["location"], "mallory-sub")
+                to_app = http.get(back, follow_redirects=False)
+                http.get(to_app.headers["location"])
+
+        threading.Thread(target=run, daemon=True).start()
+
+    config = PapyrusApiConfig(api_url=api.url, data_dir=tmp_path / "c", token_store="file")
+    with AuthProvider(config, open_browser=plant, auto_connect=False) as app:
+        with pytest.raises(ApiError) as refused:
+            app.sign_in_with_google(port=callback_port, timeout=30)
+        assert refused.value.code == "invalid_code"
+        assert app.state is AuthState.SIGNED_OUT
+        assert app.auth.tokens.load_refresh_token() is None
+    assert sql("SELECT count(*) FROM auth_sessions") == [(0,)]
+    assert sql("SELECT app_code_challenge, used_at IS NOT NULL FROM oauth_codes") == [(None, True)]
 
 
 def test_a_denied_google_sign_in_fails_cleanly(

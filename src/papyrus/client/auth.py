@@ -3,9 +3,12 @@ session: single-flight refresh, retry once after 401, sign-out), and the Google 
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import http.server
 import logging
+import secrets
 import threading
 import time
 import urllib.parse
@@ -148,10 +151,17 @@ class AuthApiClient:
         return self._tokens("/v1/auth/login", _client(body, client_type, device_label))
 
     def exchange_code(
-        self, code: str, client_type: str, device_label: str | None = None
+        self,
+        code: str,
+        client_type: str,
+        device_label: str | None = None,
+        code_verifier: str | None = None,
     ) -> TokenResponse:
-        body = _client({"code": code}, client_type, device_label)
-        return self._tokens("/v1/auth/exchange-code", body)
+        """`code_verifier`: the PKCE verifier whose challenge started the flow, if one did."""
+        body: dict[str, Any] = {"code": code}
+        if code_verifier is not None:
+            body["code_verifier"] = code_verifier
+        return self._tokens("/v1/auth/exchange-code", _client(body, client_type, device_label))
 
     def refresh(self, refresh_token: str) -> TokenResponse:
         return self._tokens("/v1/auth/refresh", {"refresh_token": refresh_token})
@@ -179,9 +189,20 @@ class AuthApiClient:
         data = self._request("GET", "/v1/sync/rejections", access=access).json()
         return data.get("rejections", data) if isinstance(data, dict) else data
 
-    def google_start_url(self, redirect_uri: str) -> str:
-        query = urllib.parse.urlencode({"redirect_uri": redirect_uri})
-        return f"{self.base_url}/v1/auth/oauth/google/start?{query}"
+    def google_start_url(self, redirect_uri: str, code_challenge: str | None = None) -> str:
+        """The URL to open in the browser; `code_challenge` is an S256 PKCE challenge."""
+        params = {"redirect_uri": redirect_uri}
+        if code_challenge is not None:
+            params |= {"code_challenge": code_challenge, "code_challenge_method": "S256"}
+        return f"{self.base_url}/v1/auth/oauth/google/start?{urllib.parse.urlencode(params)}"
+
+
+def new_pkce_pair() -> tuple[str, str]:
+    """A fresh PKCE verifier (RFC 7636: 43-128 unreserved characters; here 86) and its S256
+    challenge. The verifier never leaves this process until the code exchange."""
+    verifier = secrets.token_urlsafe(64)
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def _client(body: dict[str, Any], client_type: str, device_label: str | None) -> dict[str, Any]:
@@ -290,8 +311,9 @@ class AuthRepository:
     def login(self, email: str, password: str) -> User:
         return self._accept(self.api.login(email, password, self.client_type, self.device_label))
 
-    def exchange_code(self, code: str) -> User:
-        return self._accept(self.api.exchange_code(code, self.client_type, self.device_label))
+    def exchange_code(self, code: str, code_verifier: str | None = None) -> User:
+        tokens = self.api.exchange_code(code, self.client_type, self.device_label, code_verifier)
+        return self._accept(tokens)
 
     def sign_in_with_google(
         self,
@@ -301,11 +323,15 @@ class AuthRepository:
         timeout: float = 300.0,
     ) -> User:
         """Opens the browser at the API's Google start URL, waits for the one-time code on a
-        one-shot loopback listener, and exchanges it. `open_browser` is injectable for tests."""
+        one-shot loopback listener, and exchanges it. `open_browser` is injectable for tests.
+
+        The start carries a PKCE challenge and the exchange its verifier, so a code that some
+        other local process catches (or plants on the listener) is useless to it and to us."""
+        verifier, challenge = new_pkce_pair()
         with LoopbackReceiver(port) as receiver:
-            open_browser(self.api.google_start_url(receiver.redirect_uri))
+            open_browser(self.api.google_start_url(receiver.redirect_uri, challenge))
             code = receiver.wait(timeout)
-        return self.exchange_code(code)
+        return self.exchange_code(code, verifier)
 
     def logout(self, *, all_devices: bool = False) -> None:
         """Ends the session on the server (best effort) and forgets it locally either way."""

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     ]
     # Web app origins; each adds `<origin>/auth/callback` to the allowlist (comma-separated).
     OAUTH_WEB_ORIGINS: Annotated[list[str], NoDecode] = []
+    # Refuse a start whose redirect_uri is not http(s) (a custom scheme such as papyrus://, which
+    # another app can register too) unless the app sends a PKCE code_challenge.
+    OAUTH_REQUIRE_APP_PKCE_FOR_CUSTOM_SCHEMES: bool = True
 
     @field_validator("OAUTH_APP_REDIRECT_URIS", "OAUTH_WEB_ORIGINS", mode="before")
     @classmethod

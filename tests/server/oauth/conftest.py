@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import secrets
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -210,10 +211,11 @@ class Flow:
         self.provider = provider
         self.base_url = base_url
 
-    def start(self, redirect_uri: str = APP_CALLBACK) -> str:
+    def start(self, redirect_uri: str = APP_CALLBACK, **params: str) -> str:
+        """`params` adds query parameters, e.g. the app's `code_challenge` (see `pkce`)."""
         response = self.client.get(
             "/v1/auth/oauth/google/start",
-            params={"redirect_uri": redirect_uri},
+            params={"redirect_uri": redirect_uri, **params},
             follow_redirects=False,
         )
         assert response.status_code == 302, response.text
@@ -231,8 +233,10 @@ class Flow:
         assert response.status_code == 302, response.text
         return redirect_query(response, APP_CALLBACK)
 
-    def sign_in_code(self, sub: str = "alice-sub", redirect_uri: str = APP_CALLBACK) -> str:
-        response = self.callback(self.provider.authorize(self.start(redirect_uri), sub))
+    def sign_in_code(
+        self, sub: str = "alice-sub", redirect_uri: str = APP_CALLBACK, **params: str
+    ) -> str:
+        response = self.callback(self.provider.authorize(self.start(redirect_uri, **params), sub))
         assert response.status_code == 302, response.text
         query = redirect_query(response, redirect_uri)
         assert "code" in query, query
@@ -242,6 +246,12 @@ class Flow:
         return self.client.post(
             "/v1/auth/exchange-code", json={"code": code, "client_type": "desktop", **extra}
         )
+
+
+def pkce() -> tuple[str, dict[str, str]]:
+    """An app's PKCE pair: the verifier it keeps, and the start parameters carrying its S256."""
+    verifier = secrets.token_urlsafe(48)
+    return verifier, {"code_challenge": _s256(verifier), "code_challenge_method": "S256"}
 
 
 def redirect_query(response: httpx.Response, redirect_uri: str) -> dict[str, str]:

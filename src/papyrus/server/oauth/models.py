@@ -1,6 +1,7 @@
 """Linked provider identities, pending browser flows and one-time app codes.
 
-States and codes are bearer secrets, so only their SHA-256 is stored.
+States and codes are bearer secrets, so only their SHA-256 is stored. An app's PKCE challenge is
+not a secret (it is a hash of the verifier the app keeps), so it is stored as sent.
 """
 
 from __future__ import annotations
@@ -54,6 +55,9 @@ class OAuthState(Base):
     # Sign-in only: hash of a cookie set on the browser that opened the start URL, so a callback
     # URL replayed into another browser (login CSRF) goes nowhere.
     browser_binding_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    # The app's own PKCE challenge (S256, RFC 7636) for the one-time code, if it sent one. Not
+    # the verifier above, which is between Papyrus and the provider.
+    app_code_challenge: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = created_at()
     expires_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), nullable=False, index=True
@@ -75,6 +79,8 @@ class OAuthCode(Base):
     provider: Mapped[str] = mapped_column(String(32), nullable=False)
     subject: Mapped[str] = mapped_column(String(255), nullable=False)
     email: Mapped[str | None] = mapped_column(String(254))
+    # Copied from the flow's state: when set, spending the code needs the matching verifier.
+    app_code_challenge: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = created_at()
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
     used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

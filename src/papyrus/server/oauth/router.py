@@ -57,12 +57,24 @@ async def google_start(
     db: DbDep,
     settings: SettingsDep,
     redirect_uri: Annotated[str | None, Query(max_length=2048)] = None,
+    # Unbounded here and checked by the service, so a malformed one is a 400 (or the error page).
+    code_challenge: Annotated[
+        str | None, Query(description="The app's PKCE S256 challenge (RFC 7636).")
+    ] = None,
+    code_challenge_method: Annotated[str | None, Query(description='Only "S256".')] = None,
 ) -> Response:
-    """Open in the system browser: redirects to Google, which comes back to the callback."""
+    """Open in the system browser: redirects to Google, which comes back to the callback.
+
+    Apps send a PKCE `code_challenge` (S256) and later the verifier to `/auth/exchange-code`;
+    it is required for custom-scheme callbacks such as `papyrus://auth/callback`.
+    """
     try:
         provider = get_google(request, settings)
         target = service.check_redirect_uri(settings, redirect_uri)
-        started = await service.start_flow(db, provider, target, purpose=service.SIGN_IN)
+        challenge = service.check_app_pkce(settings, target, code_challenge, code_challenge_method)
+        started = await service.start_flow(
+            db, provider, target, purpose=service.SIGN_IN, app_code_challenge=challenge
+        )
     except ApiError as exc:
         return _error_page(request, exc)
     response = RedirectResponse(
@@ -127,8 +139,14 @@ async def google_callback(
 async def exchange_code(
     body: ExchangeCodeRequest, db: DbDep, settings: SettingsDep
 ) -> TokenResponse:
-    """Trade the one-time code from the app callback for tokens (works exactly once)."""
-    return await service.exchange_code(db, settings, body.code, body.client_type, body.device_label)
+    """Trade the one-time code from the app callback for tokens (works exactly once).
+
+    A code started with a `code_challenge` needs its `code_verifier`; a missing or wrong one is
+    `invalid_code` and spends the code.
+    """
+    return await service.exchange_code(
+        db, settings, body.code, body.client_type, body.device_label, body.code_verifier
+    )
 
 
 @oauth_router.post(
@@ -140,8 +158,16 @@ async def link_google_start(
 ) -> LinkStartResponse:
     """Begin linking a Google account to the signed-in user; open the URL in a browser."""
     target = service.check_redirect_uri(settings, body.redirect_uri)
+    challenge = service.check_app_pkce(
+        settings, target, body.code_challenge, body.code_challenge_method
+    )
     started = await service.start_flow(
-        db, google, target, purpose=service.LINK, user_id=caller.user.id
+        db,
+        google,
+        target,
+        purpose=service.LINK,
+        user_id=caller.user.id,
+        app_code_challenge=challenge,
     )
     return LinkStartResponse(authorization_url=started.authorization_url)
 
@@ -153,8 +179,11 @@ async def link_google_start(
 async def link_google_complete(
     body: LinkCompleteRequest, caller: CallerDep, db: DbDep
 ) -> UserPublic:
-    """Finish linking with the code the app callback received; returns the updated user."""
-    await service.complete_link(db, caller.user, body.code)
+    """Finish linking with the code the app callback received; returns the updated user.
+
+    As with `/auth/exchange-code`, a code started with a `code_challenge` needs its verifier.
+    """
+    await service.complete_link(db, caller.user, body.code, body.code_verifier)
     return await accounts.user_public(db, caller.user)
 
 

@@ -4,23 +4,31 @@ Start stores a single-use state (hash only) and sends the browser to the provide
 consumes it, verifies the provider's answer and hands the app a one-time Papyrus code (hash
 only), which the app exchanges for ordinary tokens. Until the state is validated nothing is
 redirected anywhere: an attacker-chosen redirect URI can never receive a code or an error.
+
+Apps add PKCE of their own (RFC 7636, S256) between themselves and Papyrus: a challenge at start,
+carried from the state onto the one-time code, and the verifier at exchange. A code received on a
+custom URL scheme can be intercepted by another app registered for that scheme (RFC 8252 8.1);
+without the verifier it is worthless.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import logging
 import random
+import re
 import secrets
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlencode
+from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 from authlib.common.security import generate_token
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import Row, Update, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -41,6 +49,10 @@ STATE_TTL = timedelta(minutes=10)
 CODE_TTL = timedelta(minutes=5)
 APP_CALLBACK_PATH = "/auth/callback"
 _MAX_PARAM_LENGTH = 2048
+S256 = "S256"
+# BASE64URL(SHA256(verifier)) without padding is always 43 characters (RFC 7636 4.2).
+_S256_CHALLENGE = re.compile(r"[A-Za-z0-9_-]{43}")
+_CODE_VERIFIER = re.compile(r"[A-Za-z0-9._~-]{43,128}")  # RFC 7636 4.1
 
 
 class InvalidRedirectUri(BadRequest):
@@ -64,6 +76,27 @@ class BrowserMismatch(BadRequest):
 class InvalidCode(BadRequest):
     code = "invalid_code"
     message = "The code is invalid, expired or already used; sign in again."
+
+
+class InvalidCodeChallenge(BadRequest):
+    code = "invalid_code_challenge"
+    message = (
+        "code_challenge must be BASE64URL(SHA256(code_verifier)) without padding: "
+        "43 characters of A-Z, a-z, 0-9, '-' and '_'."
+    )
+
+
+class UnsupportedCodeChallengeMethod(BadRequest):
+    code = "unsupported_code_challenge_method"
+    message = 'code_challenge_method must be "S256"; "plain" (or leaving it out) is not accepted.'
+
+
+class CodeChallengeRequired(BadRequest):
+    code = "code_challenge_required"
+    message = (
+        "An app receiving the code on a custom URL scheme must send a PKCE code_challenge "
+        "(code_challenge_method=S256)."
+    )
 
 
 class OAuthNotConfigured(ServiceUnavailable):
@@ -97,6 +130,57 @@ def check_redirect_uri(settings: Settings, redirect_uri: str | None) -> str:
     return redirect_uri
 
 
+def check_app_pkce(
+    settings: Settings, redirect_uri: str, challenge: str | None, method: str | None
+) -> str | None:
+    """The app's S256 challenge to bind the one-time code to, or None if it sent none.
+
+    Only S256: `plain` would put the verifier itself in the browser's URL, where whoever
+    intercepts the code sees it too (and RFC 7636 makes a missing method mean `plain`). A
+    custom-scheme callback without a challenge is refused unless the operator turned that off.
+    """
+    if challenge is None:
+        if method is not None:
+            raise InvalidCodeChallenge("code_challenge_method was sent without code_challenge.")
+        custom_scheme = urlsplit(redirect_uri).scheme.lower() not in ("http", "https")
+        if custom_scheme and settings.OAUTH_REQUIRE_APP_PKCE_FOR_CUSTOM_SCHEMES:
+            raise CodeChallengeRequired()
+        return None
+    if method != S256:
+        raise UnsupportedCodeChallengeMethod()
+    if not _S256_CHALLENGE.fullmatch(challenge) or not _canonical_base64url(challenge):
+        raise InvalidCodeChallenge()
+    return challenge
+
+
+def s256_challenge(verifier: str) -> str:
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+
+
+def _canonical_base64url(value: str) -> bool:
+    """43 characters carry 258 bits for 256: the spare bits must be zero, as any encoder writes
+    them, or no verifier could ever produce this challenge."""
+    decoded = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    return base64.urlsafe_b64encode(decoded).rstrip(b"=").decode("ascii") == value
+
+
+def _app_pkce_failure(challenge: str | None, verifier: str | None) -> str | None:
+    """Why `verifier` does not unlock a code minted with `challenge`, or None if it does."""
+    if challenge is None:
+        # RFC 9700 2.1.1: a verifier for a code started without a challenge is refused. The app
+        # that sent it did send a challenge, so this code is not from its own start (injected).
+        return None if verifier is None else "code_verifier for a code started without PKCE"
+    if verifier is None:
+        return "code_verifier missing"
+    if not _CODE_VERIFIER.fullmatch(verifier):
+        return "code_verifier malformed"
+    expected = s256_challenge(verifier).encode("ascii")
+    if not hmac.compare_digest(expected, challenge.encode("ascii")):
+        return "code_verifier does not match"
+    return None
+
+
 @dataclass(frozen=True)
 class StartedFlow:
     authorization_url: str
@@ -111,13 +195,15 @@ async def start_flow(
     *,
     purpose: str,
     user_id: uuid.UUID | None = None,
+    app_code_challenge: str | None = None,
 ) -> StartedFlow:
     """Stores a fresh state and returns the provider URL to send the browser to.
 
     A sign-in is also bound to the browser that opened the start URL: the callback must come
     from that browser, so nobody can push their own sign-in into another person's app by
     getting them to open a callback URL (login CSRF). Link flows start from an API call, not a
-    browser, and are instead bound to the signed-in user.
+    browser, and are instead bound to the signed-in user. `app_code_challenge` (already checked
+    by `check_app_pkce`) goes onto the one-time code the callback mints.
     """
     state = secrets.token_urlsafe(32)
     binding = secrets.token_urlsafe(32) if purpose == SIGN_IN else None
@@ -140,6 +226,7 @@ async def start_flow(
             code_verifier=code_verifier,
             nonce=nonce,
             browser_binding_hash=hash_token(binding) if binding else None,
+            app_code_challenge=app_code_challenge,
             expires_at=datetime.now(UTC) + STATE_TTL,
         )
     )
@@ -194,7 +281,9 @@ async def finish_callback(
             user_id = flow.user_id
         else:
             user_id = await _sign_in_user(db, provider.name, identity)
-        app_code = await _mint_code(db, flow.purpose, user_id, provider.name, identity)
+        app_code = await _mint_code(
+            db, flow.purpose, user_id, provider.name, identity, flow.app_code_challenge
+        )
     except ProviderError as exc:
         await db.rollback()
         log.warning("oauth callback refused: %s (%s)", exc.code, exc)
@@ -212,26 +301,22 @@ async def exchange_code(
     code: str,
     client_type: ClientType,
     device_label: str | None,
+    code_verifier: str | None = None,
 ) -> TokenResponse:
     """Spends a sign-in code (exactly once, even under concurrent exchanges) for tokens."""
-    user_id = await _spend_code(db, code, SIGN_IN)
-    user = await db.get(User, user_id)
+    spent = await _spend_code(db, _spend_statement(code, SIGN_IN), code_verifier)
+    user = await db.get(User, spent.user_id)
     if user is None:
         raise InvalidCode()
     return await accounts.start_session(db, settings, user, client_type, device_label)
 
 
-async def complete_link(db: AsyncSession, user: User, code: str) -> None:
+async def complete_link(
+    db: AsyncSession, user: User, code: str, code_verifier: str | None = None
+) -> None:
     """Links the identity behind a link code to `user`, who must be the one who started it."""
-    row = (
-        await db.execute(
-            _spend_statement(code, LINK)
-            .where(OAuthCode.user_id == user.id)
-            .returning(OAuthCode.provider, OAuthCode.subject, OAuthCode.email)
-        )
-    ).first()
-    if row is None:
-        raise InvalidCode()
+    statement = _spend_statement(code, LINK).where(OAuthCode.user_id == user.id)
+    row = await _spend_code(db, statement, code_verifier)
     await db.commit()  # the code is spent whatever happens next
     owner = await db.scalar(
         select(OAuthIdentity.user_id).where(
@@ -335,6 +420,7 @@ async def _mint_code(
     user_id: uuid.UUID,
     provider: str,
     identity: VerifiedIdentity,
+    app_code_challenge: str | None,
 ) -> str:
     code = secrets.token_urlsafe(32)
     db.add(
@@ -345,6 +431,7 @@ async def _mint_code(
             provider=provider,
             subject=identity.subject,
             email=_normalise_email(identity.email),
+            app_code_challenge=app_code_challenge,
             expires_at=datetime.now(UTC) + CODE_TTL,
         )
     )
@@ -367,12 +454,33 @@ def _spend_statement(code: str, purpose: str):  # type: ignore[no-untyped-def]
     )
 
 
-async def _spend_code(db: AsyncSession, code: str, purpose: str) -> uuid.UUID:
-    user_id = await db.scalar(_spend_statement(code, purpose).returning(OAuthCode.user_id))
-    if user_id is None:
+async def _spend_code(db: AsyncSession, statement: Update, code_verifier: str | None) -> Row[Any]:
+    """Marks the code used, then checks the app's PKCE verifier.
+
+    A code that fails the check stays spent (committed before answering): whoever holds an
+    intercepted code gets one guess, not many. The answer is the same `invalid_code` as for an
+    unknown code, so a failure reveals nothing about the code.
+    """
+    row = (
+        await db.execute(
+            statement.returning(
+                OAuthCode.user_id,
+                OAuthCode.provider,
+                OAuthCode.subject,
+                OAuthCode.email,
+                OAuthCode.app_code_challenge,
+            )
+        )
+    ).first()
+    if row is None:
         await db.rollback()
         raise InvalidCode()
-    return user_id
+    failure = _app_pkce_failure(row.app_code_challenge, code_verifier)
+    if failure is not None:
+        await db.commit()
+        log.warning("one-time code refused and burnt: %s", failure)
+        raise InvalidCode()
+    return row
 
 
 async def _sweep(db: AsyncSession) -> None:
