@@ -19,11 +19,16 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from papyrus.devsync.config import Settings as SyncSettings
+from papyrus.devsync.service import DevSyncService
+from papyrus.devsync.service import create_app as create_sync_app
 from papyrus.embedded_db import EmbeddedPostgres, ServerInfo
 from papyrus.server import migrate
 from papyrus.server.app import create_app
 from papyrus.server.config import Settings
 
+ROOT = Path(__file__).resolve().parents[1]
+SYNC_CONFIG = ROOT / "server" / "powersync" / "sync-config.yaml"
 TEMPLATE_DB = "papyrus_template"
 
 
@@ -142,28 +147,83 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Polls `predicate` until it returns something truthy, and returns that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def drop_replication_slot(pg: ServerInfo, slot: str) -> None:
+    """Drops `slot` once no sync service holds it any more (it lets go a moment after stopping)."""
+    with psycopg.connect(pg.conninfo("postgres"), autocommit=True) as conn:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)
+            ).fetchone()
+            if row is None:
+                return
+            if not row[0]:
+                conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+                return
+            time.sleep(0.05)
+
+
 class LiveServer:
     """An ASGI app served by a real uvicorn on loopback, in a background thread."""
 
-    def __init__(self, app: Any, port: int | None = None) -> None:
+    def __init__(self, app: Any, port: int | None = None, lifespan: str = "auto") -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan=lifespan
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> LiveServer:
         self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("live server did not start")
-            time.sleep(0.02)
+        wait_for(lambda: self.server.started or not self.thread.is_alive(), 20, "server start")
+        if not self.thread.is_alive():
+            raise RuntimeError("live server did not start")
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.thread.join(timeout=20)
+
+
+class SyncServer:
+    """The development sync service on loopback, in a background thread, until `stop()`."""
+
+    def __init__(self, settings: SyncSettings) -> None:
+        self.settings = settings
+        self.service = DevSyncService(settings)
+        # lifespan "on": a service that fails to start fails the test instead of serving anyway.
+        self.live = LiveServer(
+            create_sync_app(settings, self.service), port=settings.port, lifespan="on"
+        )
+        self.url = self.live.url
+
+    def start(self) -> SyncServer:
+        self.live.__enter__()
+        service = self.service
+        wait_for(
+            lambda: service.ready is not None and service.ready.is_set(), 30, "sync service ready"
+        )
+        return self
+
+    def stop(self) -> None:
+        loop = self.service.loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.service.begin_shutdown)  # ends open streams
+        self.live.__exit__()
 
 
 @pytest.fixture

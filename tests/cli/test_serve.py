@@ -52,8 +52,10 @@ def _postgres_running(data_dir: Path) -> bool:
 
 
 def _stop(proc: subprocess.Popen, sig: int) -> None:
+    """Signals and waits; callers check `proc.returncode` afterwards (not here, in `finally`,
+    where an assertion would hide the test's own failure)."""
     proc.send_signal(sig)
-    assert proc.wait(timeout=30) is not None
+    proc.wait(timeout=30)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -82,6 +84,7 @@ def test_serve_with_workers_on_embedded_database(tmp_path: Path, sig: int) -> No
         assert _postgres_running(tmp_path)
     finally:
         _stop(proc, sig)
+    assert proc.returncode == 0, f"serve exited with {proc.returncode} on {sig!r}"
     assert not _postgres_running(tmp_path), "the embedded database outlived the server"
 
     # The data survives a restart.
@@ -138,7 +141,7 @@ def test_dev_runs_api_and_sync_service_and_stops_everything_on_ctrl_c(tmp_path: 
             str(tmp_path),
         ],
         env=_env(),
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=tmp_path,  # the sync config is found from the package, not the working directory
         start_new_session=True,
     )
     try:
@@ -158,6 +161,7 @@ def test_dev_runs_api_and_sync_service_and_stops_everything_on_ctrl_c(tmp_path: 
         assert _postgres_running(tmp_path)
     finally:
         _stop(proc, signal.SIGINT)
+    assert proc.returncode == 0, f"dev exited with {proc.returncode} on Ctrl-C"
     assert not _postgres_running(tmp_path)
     for dead in (url, sync_url):
         with pytest.raises(httpx.ConnectError):

@@ -6,62 +6,18 @@ The sync service verifies PowerSync tokens against the API's JWKS and replicates
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import uvicorn
 
 from papyrus.client import AuthProvider, PapyrusApiConfig, SyncOptions
 from papyrus.devsync.config import Settings as SyncSettings
-from papyrus.devsync.service import DevSyncService, create_app
 from papyrus.embedded_db import ServerInfo
-from tests.conftest import free_port
+from tests.conftest import SYNC_CONFIG, SyncServer, drop_replication_slot, free_port
 
-REPO = Path(__file__).resolve().parents[2]
-SYNC_CONFIG = REPO / "server" / "powersync" / "sync-config.yaml"
 STACK_SYNC = SyncOptions(retry_delay=0.3, crud_upload_throttle=0.05, read_timeout=60)
-
-
-def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
-@dataclass
-class SyncServer:
-    settings: SyncSettings
-    service: DevSyncService
-    server: uvicorn.Server
-    thread: threading.Thread
-
-    @classmethod
-    def start(cls, settings: SyncSettings) -> SyncServer:
-        service = DevSyncService(settings)
-        app = create_app(settings, service)
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on"
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        _wait(lambda: server.started or not thread.is_alive(), 20, "sync service start")
-        assert thread.is_alive(), "the sync service did not start"
-        _wait(lambda: service.ready is not None and service.ready.is_set(), 30, "sync ready")
-        return cls(settings, service, server, thread)
-
-    def stop(self) -> None:
-        loop = self.service.loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self.service.begin_shutdown)
-        self.server.should_exit = True
-        self.thread.join(20)
 
 
 @dataclass
@@ -79,7 +35,7 @@ class Stack:
         return f"http://127.0.0.1:{self.sync_settings.port}"
 
     def start_sync(self) -> None:
-        self.sync = SyncServer.start(self.sync_settings)
+        self.sync = SyncServer(self.sync_settings).start()
 
     def stop_sync(self) -> None:
         if self.sync is not None:
@@ -113,22 +69,7 @@ class Stack:
         for provider in self.providers:
             provider.close()
         self.stop_sync()
-        self._drop_slot()
-
-    def _drop_slot(self) -> None:
-        slot = self.sync_settings.slot_name
-        with psycopg.connect(self.pg.conninfo("postgres"), autocommit=True) as conn:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                row = conn.execute(
-                    "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)
-                ).fetchone()
-                if row is None:
-                    return
-                if not row[0]:
-                    conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
-                    return
-                time.sleep(0.05)
+        drop_replication_slot(self.pg, self.sync_settings.slot_name)
 
 
 def sync_settings_for(

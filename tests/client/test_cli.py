@@ -55,6 +55,7 @@ def test_guest_library_from_the_command_line(env: dict[str, str]) -> None:
     by_author = run(env, "books", "list", "--sort", "author", "--desc")
     assert by_author.index("Austen") < by_author.index("Herbert")  # Jane before Frank
     assert "rating" in run(env, "books", "add", "Bad", "--rating", "9", code=2).lower()
+    assert "status" in run(env, "books", "add", "Bad", "--status", "skimming", code=2).lower()
     assert "Bad" not in run(env, "books", "list")
     book_id = next(line.split()[1] for line in listing.splitlines() if "Dune" in line)
     run(env, "books", "edit", book_id, "--status", "reading", "--current-page", "42")

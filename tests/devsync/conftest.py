@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import shutil
-import socket
-import tempfile
 import threading
 import time
 import uuid
@@ -20,17 +17,14 @@ from typing import Any
 import jwt
 import psycopg
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from papyrus.devsync.config import Settings
 from papyrus.devsync.replication import Replicator
-from papyrus.devsync.service import DevSyncService, create_app
 from papyrus.devsync.sync_rules import SyncConfig, load_sync_config
-from papyrus.embedded_db import EmbeddedPostgres, ServerInfo
+from papyrus.embedded_db import ServerInfo
+from tests.conftest import SYNC_CONFIG, SyncServer, drop_replication_slot, free_port, wait_for
 
-REPO = Path(__file__).resolve().parents[2]
-SYNC_CONFIG = REPO / "server" / "powersync" / "sync-config.yaml"
 # Lines recorded from the real PowerSync service (a copy of shared/docs/powersync-captures).
 CAPTURES = Path(__file__).resolve().parents[1] / "fixtures" / "powersync-captures"
 AUDIENCE = "powersync-dev"
@@ -67,17 +61,9 @@ _counter = itertools.count()
 
 
 @pytest.fixture(scope="session")
-def pg() -> Iterator[ServerInfo]:
-    # Not under pytest's basetemp: concurrent pytest runs on this machine prune old
-    # basetemp directories, which would pull the cluster out from under us.
-    data_dir = Path(tempfile.mkdtemp(prefix="devsync-pg-"))
-    server = EmbeddedPostgres(data_dir, fast=True)
-    try:
-        info = server.start()
-        yield info
-    finally:
-        server.stop()
-        shutil.rmtree(data_dir, ignore_errors=True)
+def pg(pg_server: ServerInfo) -> ServerInfo:
+    """The run's one PostgreSQL; each test gets its own database in it (`source_db`)."""
+    return pg_server
 
 
 @dataclass
@@ -131,30 +117,9 @@ def source_db(pg: ServerInfo) -> Iterator[SourceDb]:
     db = SourceDb(pg, name, pg.conninfo(name), f"slot_{name}")
     db.execute(BOOKS_DDL)
     yield db
+    drop_replication_slot(pg, db.slot_name)
     with psycopg.connect(pg.conninfo("postgres"), autocommit=True) as conn:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            active = conn.execute(
-                "SELECT active FROM pg_replication_slots WHERE slot_name = %s", (db.slot_name,)
-            ).fetchone()
-            if active is None:
-                break
-            if not active[0]:
-                conn.execute("SELECT pg_drop_replication_slot(%s)", (db.slot_name,))
-                break
-            time.sleep(0.05)
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
 
 
 @dataclass
@@ -275,54 +240,23 @@ def jwks_server(signer_session: Signer) -> Iterator[str]:
     server.shutdown()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class RunningService:
-    url: str
-    service: DevSyncService
-    server: uvicorn.Server
-    thread: threading.Thread
-
-    def stop(self) -> None:
-        if self.service.loop is not None and not self.service.loop.is_closed():
-            self.service.loop.call_soon_threadsafe(self.service.begin_shutdown)
-        self.server.should_exit = True
-        self.thread.join(20)
-
-
 @pytest.fixture
-def start_service(source_db: SourceDb, jwks_server: str) -> Iterator[Callable[..., RunningService]]:
-    running: list[RunningService] = []
+def start_service(source_db: SourceDb, jwks_server: str) -> Iterator[Callable[..., SyncServer]]:
+    running: list[SyncServer] = []
 
-    def start(**overrides: Any) -> RunningService:
+    def start(**overrides: Any) -> SyncServer:
         values: dict[str, Any] = {
             "database_url": source_db.conninfo,
             "jwks_uri": jwks_server,
             "audiences": (AUDIENCE,),
             "sync_config_path": SYNC_CONFIG,
             "slot_name": source_db.slot_name,
-            "port": _free_port(),
+            "port": free_port(),
         }
         values.update(overrides)
-        settings = Settings(**values)
-        service = DevSyncService(settings)
-        app = create_app(settings, service)
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=settings.port, log_level="warning", lifespan="on"
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        wait_for(lambda: server.started, 20, "uvicorn start")
-        handle = RunningService(f"http://127.0.0.1:{settings.port}", service, server, thread)
-        running.append(handle)
-        wait_for(lambda: service.ready is not None and service.ready.is_set(), 20, "service ready")
-        return handle
+        server = SyncServer(Settings(**values))
+        running.append(server)
+        return server.start()
 
     yield start
     for handle in running:

@@ -10,8 +10,9 @@ import psycopg
 from papyrus.devsync.checksums import add_checksums, put_checksum, remove_checksum
 from papyrus.devsync.storage import StorageWriter
 from papyrus.devsync.sync_rules import parse_sync_config
+from tests.conftest import SYNC_CONFIG
 
-from .conftest import SYNC_CONFIG, SourceDb
+from .conftest import SourceDb
 
 ALICE = "11111111-1111-4111-8111-111111111111"
 BOB = "22222222-2222-4222-8222-222222222222"

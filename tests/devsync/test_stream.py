@@ -14,8 +14,9 @@ import httpx
 import pytest
 
 from papyrus.devsync.checksums import add_checksums, to_signed
+from tests.conftest import wait_for
 
-from .conftest import SourceDb, wait_for
+from .conftest import SourceDb
 
 ALICE = "11111111-1111-4111-8111-111111111111"
 BOB = "22222222-2222-4222-8222-222222222222"
@@ -297,6 +298,8 @@ def test_auth_failures_answer_like_the_service(
     assert error_of(response)["code"] == "PSYNC_S2106"
     # The body is validated before the token, as in the service.
     assert post({}, body={"buckets": "nope"}).status_code == 400
+    for raw in (b"{", b'{"buckets": "\xff"}', b"[" * 100_000):  # not JSON, not UTF-8, too deep
+        assert httpx.post(url, content=raw).status_code == 400, raw[:20]
 
 
 def test_jwks_is_refetched_for_an_unknown_kid(

@@ -12,8 +12,7 @@ from papyrus.devsync.sync_rules import (
     load_sync_config,
     parse_sync_config,
 )
-
-from .conftest import SYNC_CONFIG
+from tests.conftest import SYNC_CONFIG
 
 ALICE = "11111111-1111-4111-8111-111111111111"
 

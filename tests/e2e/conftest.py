@@ -17,11 +17,8 @@ import httpx
 import pytest
 
 from papyrus.server.app import create_app
-from tests.conftest import LiveServer, free_port, make_settings
+from tests.conftest import SYNC_CONFIG, LiveServer, free_port, make_settings
 from tests.e2e.node_client import NODE_SDK, NodeClient
-
-ROOT = Path(__file__).resolve().parents[2]
-SYNC_CONFIG = ROOT / "server" / "powersync" / "sync-config.yaml"
 
 
 class Stack:

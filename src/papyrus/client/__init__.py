@@ -22,7 +22,14 @@ from papyrus.client.auth import (
     UploadResult,
     User,
 )
-from papyrus.client.books import Book, BookFilter, BookRepository, BookSort, DataStore
+from papyrus.client.books import (
+    Book,
+    BookFilter,
+    BookRepository,
+    BookSort,
+    DataStore,
+    ReadingStatus,
+)
 from papyrus.client.config import PapyrusApiConfig
 from papyrus.client.connector import BackendConnector, Credentials, PapyrusConnector
 from papyrus.client.crud import CrudBatch, CrudEntry, CrudTransaction, UpdateType
@@ -74,6 +81,7 @@ __all__ = [
     "PowerSyncDatabase",
     "PowerSyncService",
     "PowerSyncToken",
+    "ReadingStatus",
     "Rejection",
     "Schema",
     "SignInError",

@@ -83,6 +83,15 @@ def _encode(name: str, value: Any) -> Any:
     return value
 
 
+class ReadingStatus(StrEnum):
+    """The values the server accepts; anything else would be rejected at upload."""
+
+    not_started = "not_started"
+    reading = "reading"
+    finished = "finished"
+    abandoned = "abandoned"
+
+
 class BookSort(StrEnum):
     title = "title"
     author = "author"
@@ -230,12 +239,9 @@ class DataStore:
         return BookRepository(self.database).get(book_id)
 
     def rejections(self) -> list[RejectionRecord]:
-        try:
-            rows = self.database.get_all(
-                "SELECT * FROM upload_rejections ORDER BY rejected_at, op_id"
-            )
-        except Exception:  # the guest database has no such table
-            return []
+        if not any(t.visible_name == "upload_rejections" for t in self.database.schema.tables):
+            return []  # the guest database never uploads, so it has no such table
+        rows = self.database.get_all("SELECT * FROM upload_rejections ORDER BY rejected_at, op_id")
         return [
             RejectionRecord(**{k: r.get(k) for k in RejectionRecord.__dataclass_fields__})
             for r in rows

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
 from papyrus.client.auth import GOOGLE_CALLBACK_PORT
-from papyrus.client.books import Book, BookFilter, BookRepository, BookSort
+from papyrus.client.books import Book, BookFilter, BookRepository, BookSort, ReadingStatus
 from papyrus.client.config import PapyrusApiConfig
 from papyrus.client.database import PowerSyncDatabase
 from papyrus.client.errors import NotFoundError, PapyrusClientError
@@ -183,14 +183,16 @@ def _resolve(books: BookRepository, ref: str) -> Book:
     return book
 
 
+def _value(status: ReadingStatus | None) -> str | None:
+    return status.value if status is not None else None
+
+
 def _fields(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
 AuthorOpt = Annotated[str | None, typer.Option(help="Author.")]
-StatusOpt = Annotated[
-    str | None, typer.Option("--status", help="Reading status, e.g. reading, finished.")
-]
+StatusOpt = Annotated[ReadingStatus | None, typer.Option("--status", help="Reading status.")]
 FavOpt = Annotated[bool | None, typer.Option("--favorite/--not-favorite", help="Favourite.")]
 RatingOpt = Annotated[int | None, typer.Option(min=1, max=5, help="Rating, 1 to 5.")]
 PagesOpt = Annotated[int | None, typer.Option("--pages", min=0, help="Page count.")]
@@ -213,7 +215,7 @@ def books_add(
             title,
             **_fields(
                 author=author,
-                reading_status=reading_status,
+                reading_status=_value(reading_status),
                 is_favorite=favorite,
                 rating=rating,
                 page_count=pages,
@@ -235,7 +237,7 @@ def books_list(
 ) -> None:
     """List books as a table."""
     query = BookFilter(
-        reading_status=reading_status,
+        reading_status=_value(reading_status),
         favorite=favorite,
         search=search,
         sort=sort,
@@ -276,7 +278,7 @@ def books_edit(
     changes = _fields(
         title=title,
         author=author,
-        reading_status=reading_status,
+        reading_status=_value(reading_status),
         is_favorite=favorite,
         rating=rating,
         page_count=pages,

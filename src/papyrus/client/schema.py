@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -172,7 +172,3 @@ ACCOUNT_SCHEMA = Schema([Table("books", BOOK_COLUMNS, _BOOK_INDEXES), UPLOAD_REJ
 
 GUEST_SCHEMA = Schema([Table("books", BOOK_COLUMNS, _BOOK_INDEXES, local_only=True)])
 """The guest library: the same `books` view, but local-only, so nothing is ever uploaded."""
-
-
-def columns_of(tables: Iterable[Table]) -> dict[str, list[str]]:
-    return {t.visible_name: [c.name for c in t.columns] for t in tables}

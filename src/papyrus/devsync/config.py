@@ -6,7 +6,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_SYNC_CONFIG = Path("server/powersync/sync-config.yaml")
+# The repository's file (what the real service reads), wherever the command is started from.
+DEFAULT_SYNC_CONFIG = (
+    Path(__file__).resolve().parents[3] / "server" / "powersync" / "sync-config.yaml"
+)
 
 
 def plain_conninfo(url: str) -> str:
@@ -36,7 +39,6 @@ class Settings:
     data_chunk_ops: int = 1000
     compact_every_ops: int = 50_000
     compact_interval: float = 300.0
-    replicate: bool = True
 
     @property
     def conninfo(self) -> str:
@@ -44,8 +46,8 @@ class Settings:
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
-        """Read DATABASE_URL, POWERSYNC_JWKS_URI, POWERSYNC_JWT_AUDIENCE (comma separated),
-        POWERSYNC_SYNC_CONFIG and DEVSYNC_PORT; keyword arguments win."""
+        """Read DATABASE_URL, POWERSYNC_JWKS_URI, POWERSYNC_JWT_AUDIENCE (comma separated) and
+        POWERSYNC_SYNC_CONFIG; keyword arguments that are not None win."""
         env = os.environ
         values: dict[str, object] = {}
         if "DATABASE_URL" in env:
@@ -58,8 +60,6 @@ class Settings:
             )
         if "POWERSYNC_SYNC_CONFIG" in env:
             values["sync_config_path"] = Path(env["POWERSYNC_SYNC_CONFIG"])
-        if "DEVSYNC_PORT" in env:
-            values["port"] = int(env["DEVSYNC_PORT"])
         values.update({k: v for k, v in overrides.items() if v is not None})
         missing = [k for k in ("database_url", "jwks_uri") if k not in values]
         if missing:

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -63,18 +62,14 @@ class DevSyncService:
         )
         self.pool = AsyncPool(settings.conninfo)
         self.reader = StorageReader(self.pool, settings.schema)
-        self.replicator = (
-            Replicator(
-                settings.conninfo,
-                self.rules,
-                schema=settings.schema,
-                slot_name=settings.slot_name,
-                publication=settings.publication,
-                compact_every_ops=settings.compact_every_ops,
-                compact_interval=settings.compact_interval,
-            )
-            if settings.replicate
-            else None
+        self.replicator = Replicator(
+            settings.conninfo,
+            self.rules,
+            schema=settings.schema,
+            slot_name=settings.slot_name,
+            publication=settings.publication,
+            compact_every_ops=settings.compact_every_ops,
+            compact_interval=settings.compact_interval,
         )
         self.stream_options = StreamOptions(
             keepalive_interval=settings.keepalive_interval,
@@ -83,7 +78,6 @@ class DevSyncService:
         )
         self.broadcaster: CheckpointBroadcaster | None = None
         self.ready: asyncio.Event | None = None
-        self.started_at = time.time()
         self.loop: asyncio.AbstractEventLoop | None = None
         self._listener: asyncio.Task[None] | None = None
 
@@ -96,8 +90,7 @@ class DevSyncService:
             writer.ensure_schema()  # so the listener can read state before replication runs
         finally:
             writer.close()
-        if self.replicator is not None:
-            self.replicator.start()
+        self.replicator.start()
         self._listener = asyncio.create_task(self._listen(), name="devsync-listen")
 
     def begin_shutdown(self) -> None:
@@ -111,8 +104,7 @@ class DevSyncService:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._listener
-        if self.replicator is not None:
-            await asyncio.to_thread(self.replicator.stop)
+        await asyncio.to_thread(self.replicator.stop)
         await self.pool.close()
 
     async def _listen(self) -> None:
@@ -182,16 +174,12 @@ class DevSyncService:
         )
 
     def probe_state(self) -> dict[str, Any]:
-        status = self.replicator.status if self.replicator is not None else None
-        touched = status.touched_at if status is not None else time.time()
-        ready = bool(self.ready is not None and self.ready.is_set())
-        if status is not None:
-            ready = ready and status.ready
+        status = self.replicator.status
         return {
-            "ready": ready,
-            "started": status.started if status is not None else True,
-            "touched_at": datetime.fromtimestamp(touched, UTC).isoformat(),
-            **({"error": status.error} if status is not None and status.error else {}),
+            "ready": bool(self.ready is not None and self.ready.is_set() and status.ready),
+            "started": status.started,
+            "touched_at": datetime.fromtimestamp(status.touched_at, UTC).isoformat(),
+            **({"error": status.error} if status.error else {}),
         }
 
 
@@ -208,7 +196,7 @@ def create_app(settings: Settings, service: DevSyncService | None = None) -> Sta
         # Like the service, validate the body before looking at the token.
         try:
             body = validate_sync_request(json.loads(await request.body() or b"null"))
-        except (ValidationError, json.JSONDecodeError) as exc:
+        except (ValidationError, ValueError, RecursionError) as exc:  # ValueError: bad JSON/UTF-8
             err = exc if isinstance(exc, ValidationError) else ValidationError(str(exc))
             return _error(err)
         try:
@@ -275,7 +263,6 @@ def create_app(settings: Settings, service: DevSyncService | None = None) -> Sta
         ],
         lifespan=lifespan,
     )
-    app.state.devsync = svc
     return app
 
 
@@ -291,14 +278,14 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
-def serve(settings: Settings, host: str | None = None, port: int | None = None) -> None:
+def serve(settings: Settings) -> None:
     """Run the service in the foreground (blocking) until interrupted."""
     service = DevSyncService(settings)
     app = create_app(settings, service)
     config = uvicorn.Config(
         app,
-        host=host or settings.host,
-        port=port or settings.port,
+        host=settings.host,
+        port=settings.port,
         log_level="info",
         timeout_graceful_shutdown=5,
     )

@@ -655,9 +655,3 @@ class StorageReader:
             )
         assert row is not None
         return int(row[0])
-
-    async def is_ready(self) -> bool:
-        async with self.pool.connection() as conn:
-            cur = await conn.execute(self.q("SELECT snapshot_done FROM {s}.state"))
-            row = await cur.fetchone()
-        return bool(row and row[0])

@@ -15,7 +15,12 @@ from papyrus.server import migrate
 from papyrus.server.accounts.router import auth_router, users_router
 from papyrus.server.config import Settings
 from papyrus.server.db import create_engine, session_factory
-from papyrus.server.errors import ErrorResponse, UnsupportedMediaType, install_error_handlers
+from papyrus.server.errors import (
+    ErrorResponse,
+    UnsupportedMediaType,
+    error_response,
+    install_error_handlers,
+)
 from papyrus.server.logs import install_log_redaction
 from papyrus.server.oauth.router import oauth_router
 from papyrus.server.powersync.keys import load_keyset
@@ -103,17 +108,14 @@ def _health_router() -> APIRouter:
                 current = sorted(rows)
         except Exception as exc:
             log.warning("readiness: database unavailable (%s)", type(exc).__name__)
-            return _not_ready("The database is unreachable.")
+            return error_response(503, "not_ready", "The database is unreachable.")
         if set(current) != migrate.head_revisions():
-            return _not_ready("Database migrations are not at head.", {"current": current})
+            return error_response(
+                503, "not_ready", "Database migrations are not at head.", {"current": current}
+            )
         return JSONResponse({"status": "ready", "database": "ok", "migrations": current})
 
     return router
-
-
-def _not_ready(message: str, details: object = None) -> JSONResponse:
-    body = {"error": {"code": "not_ready", "message": message, "details": details}}
-    return JSONResponse(body, status_code=503)
 
 
 def app_from_environment() -> FastAPI:

@@ -63,12 +63,6 @@ class Unauthorized(ApiError):
         super().__init__(message, **kwargs)
 
 
-class Forbidden(ApiError):
-    status_code = 403
-    code = "forbidden"
-    message = "Not allowed."
-
-
 class NotFound(ApiError):
     status_code = 404
     code = "not_found"

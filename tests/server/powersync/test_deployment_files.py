@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,11 +12,10 @@ import yaml
 from pglast import ast, parse_sql
 
 from papyrus.server.config import Settings
+from tests.conftest import ROOT, SYNC_CONFIG
 
-ROOT = Path(__file__).resolve().parents[3]
 COMPOSE = ROOT / "docker-compose.yml"
 SERVICE = ROOT / "server" / "powersync" / "service.yaml"
-SYNC_CONFIG = ROOT / "server" / "powersync" / "sync-config.yaml"
 ENV_EXAMPLE = ROOT / ".env.example"
 DOCKERFILE = ROOT / "Dockerfile"
 

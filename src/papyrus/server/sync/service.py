@@ -52,10 +52,6 @@ class UploadResult:
     applied: int
     rejections: list[Rejection] = field(default_factory=list)
 
-    @property
-    def status(self) -> str:
-        return "rejected" if self.rejections else "applied"
-
 
 @dataclass
 class _RowPlan:
