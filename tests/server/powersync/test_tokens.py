@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -12,11 +12,11 @@ from fastapi.testclient import TestClient
 from joserfc import jwt as jose_jwt
 from joserfc.errors import JoseError
 
+from papyrus.devsync.auth import AuthError, KeyStore
 from papyrus.server.accounts import tokens as access_tokens
 from papyrus.server.app import create_app
 from papyrus.server.powersync.keys import load_keyset
-from papyrus.server.powersync.tokens import InvalidPowerSyncToken, decode_powersync_token
-from tests.conftest import bearer, make_settings, register
+from tests.conftest import LiveServer, bearer, make_settings, register
 from tests.server.powersync.conftest import JWKS, TOKEN, fetch_jwks, issue, verify
 
 
@@ -118,36 +118,32 @@ def test_a_powersync_token_is_never_an_access_token(client: TestClient) -> None:
     assert upload.status_code == 401
 
 
-def test_an_access_token_is_never_a_powersync_token(client: TestClient, settings) -> None:
+def test_an_access_token_is_never_a_powersync_token(app, client: TestClient, settings) -> None:
+    """The sync service (here the development one, which checks what PowerSync checks) refuses
+    Papyrus access tokens and tokens for another audience, and accepts what Papyrus issues."""
     account = register(client)
     jwks = fetch_jwks(client)
     with pytest.raises(JoseError):  # HS256, no kid, another audience and type
         verify(account["access_token"], jwks)
+
     keys = load_keyset(settings)
-    with pytest.raises(InvalidPowerSyncToken):
-        decode_powersync_token(keys, account["access_token"], "powersync")
-
-    # Even signed with the right key, the `type` and audience checks hold.
     now = int(time.time())
-    for claims in [
-        {"sub": "u", "aud": "powersync", "type": "access", "iat": now, "exp": now + 60},
-        {"sub": "u", "aud": "papyrus-api", "type": "powersync", "iat": now, "exp": now + 60},
-    ]:
-        forged = jose_jwt.encode(
-            {"alg": "RS256", "kid": keys.current.kid},
-            claims,
-            _jose_private_key(keys.current.private_key),
-        )
-        with pytest.raises(InvalidPowerSyncToken):
-            decode_powersync_token(keys, forged, "powersync")
-
-
-def test_in_process_verification_accepts_issued_tokens(client: TestClient, settings) -> None:
-    account = register(client)
-    claims = decode_powersync_token(
-        load_keyset(settings), issue(client, account["access_token"]), "powersync"
+    wrong_audience = jose_jwt.encode(
+        {"alg": "RS256", "kid": keys.current.kid},
+        {"sub": "u", "aud": "papyrus-api", "iat": now, "exp": now + 60},
+        _jose_private_key(keys.current.private_key),
     )
-    assert claims.user_id == uuid.UUID(account["user"]["id"])
+    with LiveServer(app) as server:
+        store = KeyStore(f"{server.url}{JWKS}", [settings.POWERSYNC_JWT_AUDIENCE])
+        for token, code in (
+            (account["access_token"], "PSYNC_S2101"),
+            (wrong_audience, "PSYNC_S2105"),
+        ):
+            with pytest.raises(AuthError) as excinfo:
+                asyncio.run(store.verify(token))
+            assert excinfo.value.code == code
+        issued = issue(client, account["access_token"])
+        assert asyncio.run(store.verify(issued)).user_id == account["user"]["id"]
 
 
 def _jose_private_key(private_key):
