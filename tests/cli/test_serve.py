@@ -87,7 +87,7 @@ def test_serve_with_workers_on_embedded_database(tmp_path: Path, sig: int) -> No
     assert proc.returncode == 0, f"serve exited with {proc.returncode} on {sig!r}"
     assert not _postgres_running(tmp_path), "the embedded database outlived the server"
 
-    # The data survives a restart.
+    # The data survives a restart, here as a single process, which must stop cleanly too.
     proc = subprocess.Popen(
         [*PAPYRUS, "serve", "--port", str(port), "--data-dir", str(tmp_path)], env=_env()
     )
@@ -99,7 +99,9 @@ def test_serve_with_workers_on_embedded_database(tmp_path: Path, sig: int) -> No
         )
         assert login.status_code == 200
     finally:
-        _stop(proc, signal.SIGTERM)
+        _stop(proc, sig)
+    assert proc.returncode == 0, f"single-process serve exited with {proc.returncode} on {sig!r}"
+    assert not _postgres_running(tmp_path), "the embedded database outlived the server"
 
 
 def test_database_url_means_no_embedded_server(tmp_path: Path, pg_server, database_name) -> None:

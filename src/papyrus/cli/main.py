@@ -60,6 +60,7 @@ def serve(
             runtime.apply_migrations(settings)
         runtime.prepare_secrets(settings)  # once, before workers race for them
         runtime.export_to_children(settings)
+        _sigterm_as_ctrl_c()
         uvicorn.run(
             "papyrus.server.app:app_from_environment",
             factory=True,
@@ -68,6 +69,8 @@ def serve(
             workers=workers,
             log_level=settings.LOG_LEVEL.lower(),
         )
+    except KeyboardInterrupt:
+        pass  # Ctrl-C or SIGTERM: a normal stop
     finally:
         database.stop()
 
@@ -206,9 +209,22 @@ def keys_rotate(
     )
 
 
+def _sigterm_as_ctrl_c() -> None:
+    """SIGTERM raises KeyboardInterrupt, so `finally` blocks (stopping the embedded database) run.
+
+    uvicorn re-raises the signals it captured once it has shut down; without this, SIGTERM's
+    default action would end the process before the database is stopped.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def _supervise(children: list[subprocess.Popen[bytes]]) -> None:
     """Waits until a signal arrives or a child dies; SIGTERM is treated like Ctrl-C."""
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    _sigterm_as_ctrl_c()
     try:
         while all(child.poll() is None for child in children):
             time.sleep(0.2)
