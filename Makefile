@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node-sdk/node_modules/.installed
 
-.PHONY: run test lint format setup
+.PHONY: run test lint format setup lock
 
 run: $(STAMP)
 	$(BIN)/papyrus dev
@@ -24,11 +24,16 @@ format: $(STAMP)
 
 setup: $(STAMP) $(NODE_STAMP)
 
-$(STAMP): pyproject.toml
+# constraints.txt pins the versions the suite last passed with; `make lock` refreshes it.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
+
+lock: $(STAMP)
+	$(BIN)/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[test]'
+	$(BIN)/python -m pip freeze --exclude-editable > constraints.txt
 
 # The official PowerSync Node SDK (conformance tests) and the core extension it ships (Python client).
 $(NODE_STAMP): node-sdk/package.json node-sdk/package-lock.json

@@ -412,9 +412,12 @@ def test_compacted_bucket_still_validates(
     for i in range(5):
         source_db.execute("UPDATE books SET title = %s WHERE id = %s", (f"Draft {i}", book))
     source_db.insert_book(ALICE, "Another")
+    # Compaction runs whenever replication is idle, so it may run before the last insert
+    # arrives; wait for the fully compacted bucket, not just the first CLEAR.
     wait_for(
         lambda: (
-            source_db.fetchall("SELECT count(*) FROM powersync_dev.ops WHERE op = 'CLEAR'")[0][0]
+            source_db.fetchall("SELECT array_agg(op ORDER BY op_id) FROM powersync_dev.ops")[0][0]
+            == ["CLEAR", "PUT", "PUT"]
             or None
         ),
         10,
