@@ -85,7 +85,7 @@ def test_watch_emits_on_local_writes_from_another_thread(open_db: OpenDb) -> Non
     db = open_db()
     books = BookRepository(db)
     with books.watch() as watch:
-        assert watch.next(timeout=1) == []
+        assert watch.next(timeout=5) == []
         threading.Thread(target=lambda: books.add("Emma")).start()
         assert [b.title for b in watch.next(timeout=5)] == ["Emma"]
         with pytest.raises(TimeoutError):
@@ -98,7 +98,7 @@ def test_watch_emits_when_sync_applies_a_checkpoint(open_db: OpenDb) -> None:
     core = db._core
     books = BookRepository(db)
     with books.watch() as watch:
-        assert watch.next(timeout=1) == []
+        assert watch.next(timeout=5) == []
         core.control("start", '{"parameters":{}}')
         core.control("connection", "established")
         for line in capture_lines("ndjson-initial-with-headers.txt"):
@@ -111,7 +111,7 @@ def test_watch_emits_when_sync_applies_a_checkpoint(open_db: OpenDb) -> None:
 def test_watch_ignores_other_tables(open_db: OpenDb) -> None:
     db = open_db()
     with BookRepository(db).watch() as watch:
-        watch.next(timeout=1)
+        watch.next(timeout=5)
         db.execute(
             "INSERT INTO upload_rejections (id, code) VALUES ('r1', 'x')"
         )  # a different table

@@ -16,14 +16,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, pool
 
 from papyrus.server.app import create_app
-from papyrus.server.db import Base
-from papyrus.server.models import import_all_models
 from tests.conftest import bearer, register
 from tests.server.oauth.conftest import (
     APP_CALLBACK,
@@ -344,21 +339,6 @@ def test_custom_scheme_without_pkce_when_the_operator_allows_it(
 
 def test_requirement_is_on_by_default(settings) -> None:
     assert settings.OAUTH_REQUIRE_APP_PKCE_FOR_CUSTOM_SCHEMES is True
-
-
-# --- schema -------------------------------------------------------------------------------------
-
-
-def test_migration_matches_the_oauth_models(database_url: str) -> None:
-    import_all_models()
-    engine = create_engine(database_url, poolclass=pool.NullPool)
-    try:
-        with engine.connect() as conn:
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
-            diffs = compare_metadata(context, Base.metadata)
-    finally:
-        engine.dispose()
-    assert [d for d in diffs if "oauth_" in repr(d)] == []
 
 
 def test_openapi_documents_the_pkce_fields(client: TestClient) -> None:
