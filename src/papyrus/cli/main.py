@@ -8,13 +8,18 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from papyrus.client import cli as client_cli
 from papyrus.devsync.cli import sync_service
+
+if TYPE_CHECKING:
+    from papyrus.server.config import Settings
 
 app = typer.Typer(no_args_is_help=True, help="Papyrus: auth and sync backbone of a reading app.")
 client_cli.install(app)  # register, login, login-google, logout, status, offline, books, sync
@@ -38,6 +43,32 @@ def _logging() -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+@contextmanager
+def _running_database(data_dir: Path | None) -> Iterator[Settings]:
+    """The configured database, up for the block: embedded (started and stopped here) unless
+    DATABASE_URL is set."""
+    from papyrus.server import runtime
+
+    _logging()
+    settings = runtime.settings_for(data_dir)
+    database = runtime.Database(settings)
+    database.start()
+    try:
+        yield settings
+    finally:
+        database.stop()
+
+
+def _prepare(settings: Settings, migrate: bool) -> None:
+    """Migrate, and create generated secrets once, before child processes race for them."""
+    from papyrus.server import runtime
+
+    if migrate:
+        runtime.apply_migrations(settings)
+    runtime.prepare_secrets(settings)
+    runtime.export_to_children(settings)
+
+
 @app.command()
 def serve(
     host: HostOpt = "127.0.0.1",
@@ -49,30 +80,20 @@ def serve(
     """Run the API (with the embedded database unless DATABASE_URL is set)."""
     import uvicorn
 
-    from papyrus.server import runtime
-
-    _logging()
-    settings = runtime.settings_for(data_dir)
-    database = runtime.Database(settings)
-    database.start()
-    try:
-        if not no_migrate:
-            runtime.apply_migrations(settings)
-        runtime.prepare_secrets(settings)  # once, before workers race for them
-        runtime.export_to_children(settings)
-        _sigterm_as_ctrl_c()
-        uvicorn.run(
-            "papyrus.server.app:app_from_environment",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            log_level=settings.LOG_LEVEL.lower(),
-        )
-    except KeyboardInterrupt:
-        pass  # Ctrl-C or SIGTERM: a normal stop
-    finally:
-        database.stop()
+    with _running_database(data_dir) as settings:
+        try:
+            _prepare(settings, migrate=not no_migrate)
+            _sigterm_as_ctrl_c()
+            uvicorn.run(
+                "papyrus.server.app:app_from_environment",
+                factory=True,
+                host=host,
+                port=port,
+                workers=workers,
+                log_level=settings.LOG_LEVEL.lower(),
+            )
+        except KeyboardInterrupt:
+            pass  # Ctrl-C or SIGTERM: a normal stop
 
 
 @app.command()
@@ -86,44 +107,37 @@ def dev(
     no_migrate: NoMigrateOpt = False,
 ) -> None:
     """Run everything this repository can run on one machine: database, API, sync service."""
-    from papyrus.server import runtime
-
-    _logging()
-    settings = runtime.settings_for(data_dir)
-    database = runtime.Database(settings)
-    database.start()
     children: list[subprocess.Popen[bytes]] = []
-    try:
-        if not no_migrate:
-            runtime.apply_migrations(settings)
-        runtime.prepare_secrets(settings)
-        runtime.export_to_children(settings)
-        me = [sys.executable, "-m", "papyrus.cli.main"]
-        api_url = f"http://{_loopback(host)}:{port}"
-        children.append(
-            subprocess.Popen([*me, "serve", "--no-migrate", "--host", host, "--port", str(port)])
-        )
-        children.append(
-            subprocess.Popen(
-                [
-                    *me,
-                    "sync-service",
-                    "--jwks-uri",
-                    f"{api_url}/v1/auth/jwks",
-                    "--audience",
-                    settings.POWERSYNC_JWT_AUDIENCE,
-                    "--host",
-                    host,
-                    "--port",
-                    str(sync_port),
-                ]
+    with _running_database(data_dir) as settings:
+        try:
+            _prepare(settings, migrate=not no_migrate)
+            me = [sys.executable, "-m", "papyrus.cli.main"]
+            api_url = f"http://{_loopback(host)}:{port}"
+            children.append(
+                subprocess.Popen(
+                    [*me, "serve", "--no-migrate", "--host", host, "--port", str(port)]
+                )
             )
-        )
-        typer.echo(f"API on {api_url}, sync service on http://{_loopback(host)}:{sync_port}")
-        _supervise(children)
-    finally:
-        _terminate(children)
-        database.stop()
+            children.append(
+                subprocess.Popen(
+                    [
+                        *me,
+                        "sync-service",
+                        "--jwks-uri",
+                        f"{api_url}/v1/auth/jwks",
+                        "--audience",
+                        settings.POWERSYNC_JWT_AUDIENCE,
+                        "--host",
+                        host,
+                        "--port",
+                        str(sync_port),
+                    ]
+                )
+            )
+            typer.echo(f"API on {api_url}, sync service on http://{_loopback(host)}:{sync_port}")
+            _supervise(children)
+        finally:
+            _terminate(children)
 
 
 def _loopback(host: str) -> str:
@@ -135,38 +149,26 @@ def db_upgrade(data_dir: DataDirOpt = None) -> None:
     """Apply pending migrations."""
     from papyrus.server import runtime
 
-    _logging()
-    settings = runtime.settings_for(data_dir)
-    database = runtime.Database(settings)
-    database.start()
-    try:
+    with _running_database(data_dir) as settings:
         runtime.apply_migrations(settings)
-    finally:
-        database.stop()
 
 
 @db_app.command("setup-replication")
 def db_setup_replication(data_dir: DataDirOpt = None) -> None:
     """Prepare PostgreSQL for the PowerSync service: check wal_level, ensure the `powersync`
     publication and the replication role (POWERSYNC_REPLICATION_ROLE / _PASSWORD)."""
-    from papyrus.server import runtime
     from papyrus.server.powersync import replication
 
-    _logging()
-    settings = runtime.settings_for(data_dir)
-    database = runtime.Database(settings)
-    database.start()
-    try:
-        report = replication.setup_replication(
-            settings.database_url(),
-            settings.POWERSYNC_REPLICATION_ROLE,
-            settings.powersync_replication_password,
-        )
-    except (replication.ReplicationSetupError, RuntimeError) as exc:
-        typer.echo(f"setup-replication: {exc}", err=True)
-        raise typer.Exit(1) from None
-    finally:
-        database.stop()
+    with _running_database(data_dir) as settings:
+        try:
+            report = replication.setup_replication(
+                settings.database_url(),
+                settings.POWERSYNC_REPLICATION_ROLE,
+                settings.powersync_replication_password,
+            )
+        except (replication.ReplicationSetupError, RuntimeError) as exc:
+            typer.echo(f"setup-replication: {exc}", err=True)
+            raise typer.Exit(1) from None
     for action in report.actions:
         typer.echo(action)
     if not settings.POWERSYNC_REPLICATION_PASSWORD:
