@@ -272,3 +272,21 @@ def test_deleting_a_user_deletes_their_books(client: TestClient, alice: Reader, 
     sql("DELETE FROM users WHERE id = %s", (alice.user_id,))
     assert count_books(sql) == 0
     assert sql("SELECT count(*) FROM sync_rejections")[0][0] == 0
+
+
+def test_a_replayed_rejected_transaction_is_listed_once(
+    client: TestClient, alice: Reader, sql
+) -> None:
+    """A client whose 200 was lost sends the transaction again; it gets the same answer."""
+    body = transaction(entry("PUT", new_id(), {"title": "Fine"}), entry("PUT", new_id(), {}))
+    first, again = upload(client, alice, body), upload(client, alice, body)
+    assert first.json()["status"] == again.json()["status"] == "rejected"
+    assert first.json()["rejections"] == again.json()["rejections"]
+    assert sql("SELECT count(*) FROM sync_rejections")[0][0] == 1
+
+    # The same ids from a later transaction, or long after, are a new rejection.
+    upload(client, alice, {"batch": [{**e, "tx_id": 8} for e in body["batch"]]})
+    assert sql("SELECT count(*) FROM sync_rejections")[0][0] == 2
+    sql("UPDATE sync_rejections SET created_at = now() - interval '2 days'")
+    upload(client, alice, body)
+    assert sql("SELECT count(*) FROM sync_rejections")[0][0] == 3

@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 # Rejections kept per user; older ones are pruned when new ones are recorded.
 REJECTIONS_KEPT = 1000
+# A client whose 200 got lost uploads the same transaction again: within this window, a
+# rejection it already has on record (same tx_id, op_id, row and code) is not listed twice.
+REPLAY_WINDOW = "1 day"
 # SQLSTATE classes worth a retry: connection, transaction rollback (deadlock, serialization),
 # insufficient resources, operator intervention (shutdown, statement timeout).
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57")
@@ -96,7 +99,7 @@ async def apply_upload(db: AsyncSession, user_id: uuid.UUID, batch: list[Any]) -
             rejections = [
                 Rejection(
                     None,
-                    None,
+                    operations[0].tx_id if operations else None,  # so a replay is known
                     None,
                     None,
                     "constraint_violation",
@@ -284,9 +287,20 @@ async def _record_rejections(
             SELECT :user_id, :upload_id, r.tx_id, r.op_id, r.op, r.row_id, r.code, r.message
             FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
                 tx_id bigint, op_id bigint, op text, row_id text, code text, message text)
+            WHERE r.tx_id IS NULL OR NOT EXISTS (
+                SELECT 1 FROM sync_rejections s
+                WHERE s.user_id = :user_id AND s.tx_id = r.tx_id
+                  AND s.op_id IS NOT DISTINCT FROM r.op_id
+                  AND s.row_id IS NOT DISTINCT FROM r.row_id AND s.code = r.code
+                  AND s.created_at > now() - CAST(:replay_window AS interval))
             """
         ),
-        {"user_id": user_id, "upload_id": upload_id, "rows": _json(rows)},
+        {
+            "user_id": user_id,
+            "upload_id": upload_id,
+            "rows": _json(rows),
+            "replay_window": REPLAY_WINDOW,
+        },
     )
     await db.execute(
         text(
