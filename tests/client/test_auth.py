@@ -38,11 +38,23 @@ class Counter:
         return self.paths.count(path)
 
 
-def make_repo(url: str, data_dir: Path, counter: Counter | None = None) -> AuthRepository:
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make_repo(
+    url: str, data_dir: Path, counter: Counter | None = None, clock: Clock | None = None
+) -> AuthRepository:
     hooks = {"request": [counter]} if counter else {}
     http = httpx.Client(timeout=10, event_hooks=hooks)
     store = TokenStore.for_config(PapyrusApiConfig(data_dir=data_dir, token_store="file"))
-    return AuthRepository(AuthApiClient(url, http=http), store, device_label="test box")
+    return AuthRepository(
+        AuthApiClient(url, http=http), store, device_label="test box", clock=clock or Clock()
+    )
 
 
 def email() -> str:
@@ -83,6 +95,41 @@ def test_expired_access_token_is_refreshed_once_and_the_call_retried(
     assert counter.count("/v1/auth/refresh") == 1
     assert counter.count("/v1/users/me") == 2  # the 401, then the retry
     assert repo.tokens.load_refresh_token() != first_refresh_token  # rotated and stored
+
+
+def test_access_token_is_refreshed_shortly_before_it_expires(
+    live_server: LiveServer, settings: Settings, tmp_path: Path
+) -> None:
+    counter, clock = Counter(), Clock()
+    repo = make_repo(live_server.url, tmp_path, counter, clock)
+    repo.register(email(), PASSWORD, "Ada")
+    first = repo.tokens.access_token
+    lifetime = settings.ACCESS_TOKEN_TTL_SECONDS
+    clock.now += lifetime - 31
+    repo.me()
+    assert counter.count("/v1/auth/refresh") == 0 and repo.tokens.access_token == first
+    clock.now += 2  # 29 s left: refreshed first, so the call needs no 401 round trip
+    repo.me()
+    assert counter.count("/v1/auth/refresh") == 1 and counter.count("/v1/users/me") == 2
+    assert repo.tokens.access_token != first
+
+
+def test_a_refresh_ahead_that_cannot_reach_the_server_keeps_the_token(
+    live_server: LiveServer, settings: Settings, tmp_path: Path
+) -> None:
+    clock = Clock()
+    repo = make_repo(live_server.url, tmp_path, clock=clock)
+    repo.register(email(), PASSWORD, "Ada")
+    first = repo.tokens.access_token
+
+    def unreachable(request: httpx.Request) -> None:
+        if request.url.path == "/v1/auth/refresh":
+            raise httpx.ConnectError("no route", request=request)
+
+    repo.api.http.event_hooks["request"].append(unreachable)
+    clock.now += settings.ACCESS_TOKEN_TTL_SECONDS - 10
+    assert repo.me().email  # still valid: used as it is
+    assert repo.tokens.access_token == first and repo.tokens.load_refresh_token()
 
 
 def test_concurrent_refreshes_share_one_request(live_server: LiveServer, tmp_path: Path) -> None:

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# An access token this close to its expiry (at most half its lifetime) is refreshed before use,
+# which saves the round trip of a 401.
+REFRESH_AHEAD_SECONDS = 30.0
 GOOGLE_CALLBACK_PORT = 43821
 GOOGLE_CALLBACK_PATH = "/auth/callback"
 
@@ -251,9 +254,10 @@ class AuthRepository:
     """Owns the session.
 
     Refreshes are single-flight (the server revokes a session whose refresh token is presented
-    twice, so concurrent refreshes would sign the user out). Authorised calls retry once after
-    a 401. A refresh the server refuses clears the tokens and signs the user out; a refresh that
-    merely cannot reach the server keeps them.
+    twice, so concurrent refreshes would sign the user out). Access tokens are refreshed shortly
+    before they expire, and authorised calls retry once after a 401. A refresh the server
+    refuses clears the tokens and signs the user out; a refresh that merely cannot reach the
+    server keeps them.
     """
 
     def __init__(
@@ -263,6 +267,7 @@ class AuthRepository:
         *,
         client_type: str = "cli",
         device_label: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.api = api
         self.tokens = tokens
@@ -272,6 +277,8 @@ class AuthRepository:
         self._lock = threading.Lock()
         self._flight: _Flight | None = None
         self._listeners: list[SignOutListener] = []
+        self._clock = clock
+        self._refresh_at: float | None = None  # when the access token counts as stale
 
     # -- state -----------------------------------------------------------------------------
 
@@ -287,12 +294,19 @@ class AuthRepository:
         self.tokens.save_refresh_token(tokens.refresh_token)
         self.tokens.access_token = tokens.access_token
         self.user = tokens.user
+        lifetime = tokens.expires_in
+        self._refresh_at = (
+            self._clock() + lifetime - min(REFRESH_AHEAD_SECONDS, lifetime / 2)
+            if lifetime > 0
+            else None
+        )
         return tokens.user
 
     def sign_out_locally(self, reason: str) -> None:
         had_session = self.tokens.access_token is not None or self.has_stored_session()
         self.tokens.clear()
         self.user = None
+        self._refresh_at = None
         if had_session:
             for listener in list(self._listeners):
                 try:
@@ -382,7 +396,15 @@ class AuthRepository:
         return tokens.access_token
 
     def access_token(self) -> str:
-        return self.tokens.access_token or self.refresh()
+        token = self.tokens.access_token
+        if token is None:
+            return self.refresh()
+        if self._refresh_at is not None and self._clock() >= self._refresh_at:
+            try:
+                return self.refresh(stale=token)
+            except TransientError:
+                return token  # not expired yet; a 401 later refreshes again
+        return token
 
     def authorized(self, call: Callable[[str], T]) -> T:
         """Runs `call(access_token)`; after a 401 refreshes once and runs it again."""
