@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 from authlib.common.security import is_secure_transport
-from authlib.integrations.base_client.errors import OAuthError
-from authlib.integrations.httpx_client import AsyncOAuth2Client
+from authlib.deprecate import AuthlibDeprecationWarning
 from authlib.oidc.core import CodeIDToken
 from joserfc import jwt
 from joserfc.errors import InvalidKeyIdError, JoseError
@@ -24,6 +24,12 @@ from joserfc.jwk import KeySet
 from joserfc.jws import JWSRegistry
 
 from papyrus.server.config import Settings
+
+# Authlib 1.9 announces that it will want the httpx2 fork; it works with httpx, which the rest
+# of Papyrus uses (constraints.txt pins the tested version). Keep the notice out of server logs.
+warnings.filterwarnings("ignore", "The httpx module is deprecated", AuthlibDeprecationWarning)
+from authlib.integrations.base_client.errors import OAuthError  # noqa: E402
+from authlib.integrations.httpx_client import AsyncOAuth2Client  # noqa: E402
 
 log = logging.getLogger(__name__)
 
