@@ -13,19 +13,15 @@ from tests.client.conftest import eventually
 from tests.client.stack import Stack
 from tests.e2e.node_client import NODE_SDK, NodeClient
 
-pytestmark = [
-    pytest.mark.node,
-    pytest.mark.skipif(
-        shutil.which("node") is None or not (NODE_SDK / "node_modules").is_dir(),
-        reason="needs node and `npm ci` in node-sdk/ (make setup)",
-    ),
-]
+pytestmark = pytest.mark.node
 
 PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
 def node(stack: Stack) -> Iterator[NodeClient]:
+    if shutil.which("node") is None or not (NODE_SDK / "node_modules").is_dir():
+        pytest.fail("needs node and the Node SDK: run `make setup` (npm ci in node-sdk/)")
     tokens = httpx.post(
         f"{stack.api_url}/v1/auth/login",
         json={"email": "ada@example.com", "password": PASSWORD, "client_type": "cli"},
