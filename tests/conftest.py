@@ -9,7 +9,6 @@ import tempfile
 import threading
 import time
 import uuid
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,6 @@ from typing import Any
 import psycopg
 import pytest
 import uvicorn
-from authlib.deprecate import AuthlibDeprecationWarning
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
@@ -28,10 +26,6 @@ from papyrus.embedded_db import EmbeddedPostgres, ServerInfo
 from papyrus.server import migrate
 from papyrus.server.app import create_app
 from papyrus.server.config import Settings
-
-# Authlib turns its own deprecation notices on for good when imported, over pytest's filters;
-# this one comes from the test-only OpenID provider.
-warnings.filterwarnings("ignore", "authlib.jose module is deprecated", AuthlibDeprecationWarning)
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNC_CONFIG = ROOT / "server" / "powersync" / "sync-config.yaml"

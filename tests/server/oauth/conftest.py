@@ -16,6 +16,7 @@ import json
 import secrets
 import threading
 import uuid
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,6 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import flask
 import httpx
-import oidc_provider_mock
 import pytest
 import werkzeug.serving
 from fastapi.testclient import TestClient
@@ -32,6 +32,12 @@ from joserfc.jwk import RSAKey
 
 from papyrus.server.config import Settings
 from tests.conftest import make_settings
+
+with warnings.catch_warnings():
+    # Authlib turns its deprecation notices on for good, over pytest's filters; this one is
+    # about the test-only provider's own `authlib.jose` import.
+    warnings.simplefilter("ignore", DeprecationWarning)
+    import oidc_provider_mock
 
 APP_CALLBACK = "http://127.0.0.1:43821/auth/callback"
 TEST_BASE_URL = "http://testserver"
