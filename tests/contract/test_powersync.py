@@ -4,6 +4,7 @@ PowerSync service's compiler accepts the sync config without an error or a warni
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import uuid
@@ -150,3 +151,19 @@ def test_the_service_compiler_reports_what_breaks_a_config(declared_database: st
     broken = yaml.replace("WHERE owner_user_id = auth.user_id()", "WHERE owner_user_id = ", 1)
     result = compile_with_service_compiler(broken, tables)
     assert "fatal" in [e["type"] for e in result["errors"]]
+
+
+def test_the_data_model_doc_shows_every_declared_reference_and_table() -> None:
+    text = (render.ROOT / "docs" / "data-model.md").read_text()
+    diagram = text.split("```mermaid", 1)[1].split("```", 1)[0]
+    edges = set(
+        re.findall(r"^\s*(\w+) \S+ (\w+) : \"(\w+) \((cascade|set null)\)\"$", diagram, re.M)
+    )
+    declared = {
+        (c.references, t.name, c.name, c.on_delete.value.replace("_", " "))
+        for t in TABLES
+        for c in t.references
+    }
+    assert edges == declared
+    for declared_table in TABLES:
+        assert f"\n| `{declared_table.name}` | " in text, declared_table.name
