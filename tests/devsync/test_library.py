@@ -4,16 +4,20 @@ with the real service's value conversions, one bucket per table, each holding on
 from __future__ import annotations
 
 import json
+import subprocess
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import psycopg
 import pytest
 from psycopg import sql
 
 from papyrus.contract import TABLES, TABLES_BY_NAME, JsonObject, Location, StringList, Table, Type
 from papyrus.devsync.sync_rules import load_sync_config
+from papyrus.devsync.values import decode_value
 from tests.conftest import SYNC_CONFIG
+from tests.e2e.node_client import NODE_SDK
 
 from .conftest import SourceDb
 from .test_stream import StreamClient, request_body
@@ -198,3 +202,68 @@ def test_each_user_gets_a_bucket_per_table_with_only_their_rows_and_deletes_casc
                 removed.add((op["object_type"], op["object_id"]))
     assert removed == {(name, alice_rows[name]["id"]) for name in children}
     assert bob.quiet_for(0.3), "Bob sees none of Alice's changes"
+
+
+def decoded(db: SourceDb, table: str, row_id: str) -> dict[str, Any]:
+    """The row as replication hands it to the sync config: each column's text form (the
+    replication session's TimeZone and DateStyle) decoded by its type, as pgoutput delivers it."""
+    with psycopg.connect(db.conninfo, options="-c TimeZone=UTC -c DateStyle=ISO") as conn:
+        columns = conn.execute(
+            "SELECT attname, atttypid::int FROM pg_attribute WHERE attrelid = %s::regclass"
+            " AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            (table,),
+        ).fetchall()
+        texts = conn.execute(
+            sql.SQL("SELECT {} FROM {} WHERE id::text = %s").format(
+                sql.SQL(", ").join(
+                    sql.SQL("{}::text").format(sql.Identifier(c)) for c, _ in columns
+                ),
+                sql.Identifier(table),
+            ),
+            (row_id,),
+        ).fetchone()
+    assert texts is not None
+    return {name: decode_value(text, oid) for (name, oid), text in zip(columns, texts, strict=True)}
+
+
+def _engine_value(value: Any) -> Any:
+    return {"$int": str(value)} if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+@pytest.mark.node
+def test_rows_evaluate_exactly_as_the_service_engine_evaluates_them(source_db: SourceDb) -> None:
+    """Bucket, object and the exact data text (which the checksums hash) for a full row of
+    every table and a sparse book, from the devsync evaluator and the service's own engine."""
+    rows = library(source_db, ALICE)
+    sparse = {"id": str(uuid.uuid4()), "owner_user_id": BOB, "title": "Only a title"}
+    insert(source_db, TABLES_BY_NAME["books"], sparse)
+    inputs = [(t.name, decoded(source_db, t.name, rows[t.name]["id"])) for t in TABLES]
+    inputs.append(("books", decoded(source_db, "books", sparse["id"])))
+    text = SYNC_CONFIG.read_text()
+    config = load_sync_config(SYNC_CONFIG)
+    ours = [
+        [
+            {"bucket": e.bucket, "table": e.object_type, "id": e.object_id, "data": e.data}
+            for e in config.evaluate("public", name, record)
+        ]
+        for name, record in inputs
+    ]
+    payload = {
+        "yaml": text,
+        "rows": [
+            {"table": name, "record": {k: _engine_value(v) for k, v in record.items()}}
+            for name, record in inputs
+        ],
+    }
+    done = subprocess.run(
+        ["node", str(NODE_SDK / "evaluate-rows.mjs")],
+        input=json.dumps(payload),
+        capture_output=True,
+        text=True,
+        cwd=NODE_SDK,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    theirs = json.loads(done.stdout)
+    assert len(ours) == len(TABLES) + 1 and all(len(evaluated) == 1 for evaluated in ours)
+    assert ours == theirs
