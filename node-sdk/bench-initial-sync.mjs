@@ -2,7 +2,8 @@
 //
 //   node bench-initial-sync.mjs '<json options>'
 //
-// Options: {path, api, sync, access_token, refresh_token, expected, writes, warmup}.
+// Options: {path, api, sync, access_token, refresh_token, expected, expected_counts, writes, warmup}
+// (`expected`: books; `expected_counts`: {table: rows}, every table counted and checked).
 // 1. Initial sync: opens a new database at `path`, connects and waits for the first complete
 //    sync; prints {"event":"first_sync", seconds, rows, max_rss_kb, cpu_seconds}. `seconds` runs
 //    from the connect() call to first sync complete; max_rss_kb is this process's peak RSS so far
@@ -72,13 +73,20 @@ await db.waitForFirstSync();
 const initialSeconds = (performance.now() - connectStarted) / 1000;
 const maxRssKb = process.resourceUsage().maxRSS;
 const cpu = process.cpuUsage(cpuBefore);
-const { n: rows } = await db.get('SELECT count(*) AS n FROM books');
+const counts = {};
+for (const table of Object.keys(opts.expected_counts ?? { books: opts.expected })) {
+  counts[table] = (await db.get(`SELECT count(*) AS n FROM "${table}"`)).n;
+}
+const rows = Object.values(counts).reduce((a, b) => a + b, 0);
 out({
-  event: 'first_sync', seconds: initialSeconds, rows, max_rss_kb: maxRssKb,
+  event: 'first_sync', seconds: initialSeconds, rows, counts, max_rss_kb: maxRssKb,
   cpu_seconds: (cpu.user + cpu.system) / 1e6
 });
-if (opts.expected !== undefined && rows !== opts.expected) {
-  out({ event: 'error', error: `expected ${opts.expected} books after first sync, found ${rows}` });
+if (opts.expected !== undefined && counts.books !== opts.expected) {
+  out({ event: 'error', error: `expected ${opts.expected} books after first sync, found ${counts.books}` });
+}
+for (const [table, n] of Object.entries(opts.expected_counts ?? {})) {
+  if (counts[table] !== n) out({ event: 'error', error: `expected ${n} rows in ${table}, found ${counts[table]}` });
 }
 
 // -- 2. commit-to-client latency ---------------------------------------------------------------

@@ -1,13 +1,26 @@
-// The app's client schema for the synced `books` table (the columns of server/powersync/sync-config.yaml).
+// The app's client schema for @powersync/node, built from schema.json: the synced tables as the
+// declarations give them (src/papyrus/contract/tables.py). schema.json is generated; regenerate
+// it with `python -m papyrus.contract.powersync`, never edit it by hand.
+import { readFileSync } from 'node:fs';
 import { Schema, Table, column } from '@powersync/node';
 
-export const books = new Table({
-  owner_user_id: column.text, title: column.text, subtitle: column.text, author: column.text,
-  co_authors: column.text, isbn: column.text, isbn13: column.text, publisher: column.text,
-  language: column.text, page_count: column.integer, description: column.text,
-  cover_image_url: column.text, reading_status: column.text, current_page: column.integer,
-  current_position: column.real, current_cfi: column.text, is_favorite: column.integer,
-  rating: column.integer, custom_metadata: column.text, added_at: column.text, updated_at: column.text
-});
+export const tables = JSON.parse(readFileSync(new URL('./schema.json', import.meta.url), 'utf8')).tables;
 
-export const schema = new Schema({ books });
+const COLUMN_TYPES = { TEXT: column.text, INTEGER: column.integer, REAL: column.real };
+
+/** The SDK schema of `specs` ({name, columns: [{name, type}], indexes: [{name, columns}]}). */
+export function buildSchema(specs, { localOnly = false } = {}) {
+  const built = {};
+  for (const spec of specs) {
+    const columns = {};
+    for (const { name, type } of spec.columns) {
+      if (!(type in COLUMN_TYPES)) throw new Error(`${spec.name}.${name}: unknown column type ${type}`);
+      columns[name] = COLUMN_TYPES[type];
+    }
+    const indexes = Object.fromEntries(spec.indexes.map((index) => [index.name, index.columns]));
+    built[spec.name] = new Table(columns, { indexes, localOnly });
+  }
+  return new Schema(built);
+}
+
+export const schema = buildSchema(tables);

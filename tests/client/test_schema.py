@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+import subprocess
+
 import pytest
 
 from papyrus.client import ACCOUNT_SCHEMA, GUEST_SCHEMA, Column, Index, Schema, Table
+from papyrus.client.schema import SYNCED_TABLES
+from papyrus.contract import TABLES, table
+from tests.e2e.node_client import NODE_SDK
 
 
 def test_table_json_matches_node_sdk_shape() -> None:
@@ -58,7 +65,38 @@ def test_books_schema_mirrors_the_server_table() -> None:
     types = {c["name"]: c["type"] for c in books["columns"]}
     assert types["page_count"] == "INTEGER" and types["current_position"] == "REAL"
     assert types["is_favorite"] == "INTEGER" and types["co_authors"] == "TEXT"
-    assert len(types) == 21  # every server column except the implicit id
+    assert set(types) == {"owner_user_id", *table("books").column_names}  # all but the id
     assert books["local_only"] is False
     assert GUEST_SCHEMA.table("books").to_json()["local_only"] is True
     assert ACCOUNT_SCHEMA.table("upload_rejections").local_only
+
+
+def test_every_declared_table_is_in_both_schemas() -> None:
+    declared = [t.name for t in TABLES]
+    assert [t.name for t in ACCOUNT_SCHEMA.tables] == [*declared, "upload_rejections"]
+    assert [t.name for t in GUEST_SCHEMA.tables] == declared
+    assert all(t.local_only for t in GUEST_SCHEMA.tables)
+    assert not any(t.local_only for t in SYNCED_TABLES)
+    shelves = ACCOUNT_SCHEMA.table("book_shelves").to_json()
+    assert [i["name"] for i in shelves["indexes"]] == ["by_book", "by_shelf"]
+
+
+def _node_schema_json(*args: str) -> dict:
+    if shutil.which("node") is None or not (NODE_SDK / "node_modules").is_dir():
+        pytest.fail("needs node and node-sdk/node_modules: run `make setup`")
+    done = subprocess.run(
+        ["node", str(NODE_SDK / "print-schema.mjs"), *args],
+        capture_output=True,
+        text=True,
+        cwd=NODE_SDK,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
+@pytest.mark.node
+def test_python_schema_json_is_what_the_node_sdk_makes_of_the_generated_schema() -> None:
+    """node-sdk/schema.json through @powersync/node's own Table and Schema.toJSON()."""
+    assert _node_schema_json() == Schema(SYNCED_TABLES).to_json()
+    assert _node_schema_json("--local-only") == GUEST_SCHEMA.to_json()

@@ -1,5 +1,5 @@
-"""Fixtures: a real PostgreSQL (embedded), a books database per test, signed JWTs, a JWKS
-server and the development sync service running under uvicorn on loopback."""
+"""Fixtures: a real PostgreSQL (embedded), a database of the declared tables per test, signed
+JWTs, a JWKS server and the development sync service running under uvicorn on loopback."""
 
 from __future__ import annotations
 
@@ -19,43 +19,21 @@ import psycopg
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from papyrus.contract import table
+from papyrus.contract.powersync import render_sync_config
 from papyrus.devsync.config import Settings
 from papyrus.devsync.replication import Replicator
-from papyrus.devsync.sync_rules import SyncConfig, load_sync_config
+from papyrus.devsync.sync_rules import SyncConfig, parse_sync_config
 from papyrus.embedded_db import ServerInfo
-from tests.conftest import SYNC_CONFIG, SyncServer, drop_replication_slot, free_port, wait_for
+from tests.conftest import SyncServer, drop_replication_slot, free_port, wait_for
+from tests.library_schema import apply_declared_tables
 
 # Lines recorded from the real PowerSync service (a copy of shared/docs/powersync-captures).
 CAPTURES = Path(__file__).resolve().parents[1] / "fixtures" / "powersync-captures"
 AUDIENCE = "powersync-dev"
 
-BOOKS_DDL = """
-CREATE TABLE books (
-    id uuid PRIMARY KEY,
-    owner_user_id uuid NOT NULL,
-    title text NOT NULL,
-    subtitle text,
-    author text,
-    co_authors jsonb,
-    isbn text,
-    isbn13 text,
-    publisher text,
-    language text,
-    page_count integer,
-    description text,
-    cover_image_url text,
-    reading_status text,
-    current_page integer,
-    current_position double precision,
-    current_cfi text,
-    is_favorite boolean NOT NULL DEFAULT false,
-    rating smallint,
-    custom_metadata jsonb,
-    added_at timestamptz NOT NULL DEFAULT now(),
-    updated_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE PUBLICATION powersync FOR TABLE books;
-"""
+# The protocol tests run on one stream, the books; tests of the whole library use SYNC_CONFIG.
+BOOKS_CONFIG = render_sync_config((table("books"),))
 
 _counter = itertools.count()
 
@@ -68,7 +46,7 @@ def pg(pg_server: ServerInfo) -> ServerInfo:
 
 @dataclass
 class SourceDb:
-    """A fresh database with the books table and the `powersync` publication."""
+    """A fresh database with every declared table, all in the `powersync` publication."""
 
     info: ServerInfo
     name: str
@@ -115,7 +93,8 @@ def source_db(pg: ServerInfo) -> Iterator[SourceDb]:
         # synchronously, so measure with that.
         conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = on')
     db = SourceDb(pg, name, pg.conninfo(name), f"slot_{name}")
-    db.execute(BOOKS_DDL)
+    with psycopg.connect(db.conninfo, autocommit=True) as conn:
+        apply_declared_tables(conn)
     yield db
     drop_replication_slot(pg, db.slot_name)
     with psycopg.connect(pg.conninfo("postgres"), autocommit=True) as conn:
@@ -153,7 +132,7 @@ def start_replicator(source_db: SourceDb) -> Iterator[Callable[..., RunningRepli
     def start(rules: SyncConfig | None = None, **kwargs: Any) -> RunningReplicator:
         replicator = Replicator(
             source_db.conninfo,
-            rules or load_sync_config(SYNC_CONFIG),
+            rules or parse_sync_config(BOOKS_CONFIG),
             slot_name=source_db.slot_name,
             **kwargs,
         )
@@ -240,8 +219,17 @@ def jwks_server(signer_session: Signer) -> Iterator[str]:
     server.shutdown()
 
 
+@pytest.fixture(scope="session")
+def books_config_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("devsync") / "books-sync-config.yaml"
+    path.write_text(BOOKS_CONFIG)
+    return path
+
+
 @pytest.fixture
-def start_service(source_db: SourceDb, jwks_server: str) -> Iterator[Callable[..., SyncServer]]:
+def start_service(
+    source_db: SourceDb, jwks_server: str, books_config_path: Path
+) -> Iterator[Callable[..., SyncServer]]:
     running: list[SyncServer] = []
 
     def start(**overrides: Any) -> SyncServer:
@@ -249,7 +237,7 @@ def start_service(source_db: SourceDb, jwks_server: str) -> Iterator[Callable[..
             "database_url": source_db.conninfo,
             "jwks_uri": jwks_server,
             "audiences": (AUDIENCE,),
-            "sync_config_path": SYNC_CONFIG,
+            "sync_config_path": books_config_path,
             "slot_name": source_db.slot_name,
             "port": free_port(),
         }

@@ -10,9 +10,8 @@ import psycopg
 from papyrus.devsync.checksums import add_checksums, put_checksum, remove_checksum
 from papyrus.devsync.storage import StorageWriter
 from papyrus.devsync.sync_rules import parse_sync_config
-from tests.conftest import SYNC_CONFIG
 
-from .conftest import SourceDb
+from .conftest import BOOKS_CONFIG, SourceDb
 
 ALICE = "11111111-1111-4111-8111-111111111111"
 BOB = "22222222-2222-4222-8222-222222222222"
@@ -161,7 +160,7 @@ def test_large_transaction_is_atomic_and_truncate_removes(source_db, start_repli
         "SELECT count, last_op FROM powersync_dev.buckets WHERE bucket = %s", (bucket(ALICE),)
     )[0]
     assert (count, last_op) == (12000, 12000)
-    source_db.execute("TRUNCATE books")
+    source_db.execute("TRUNCATE books CASCADE")  # the declared children reference books
     running.sync()
     removes = source_db.fetchall("SELECT count(*) FROM powersync_dev.ops WHERE op = 'REMOVE'")[0][0]
     assert removes == 12000
@@ -203,7 +202,7 @@ def test_changed_sync_config_resnapshots_with_new_bucket_version(
     source_db.insert_book(ALICE, "Dune")
     running = start_replicator()
     running.stop()
-    text = SYNC_CONFIG.read_text().replace("title,", "title, subtitle AS sub,", 1)
+    text = BOOKS_CONFIG.replace("title,", "title, subtitle AS sub,", 1)
     running = start_replicator(rules=parse_sync_config(text))
     ops = source_db.ops()
     assert [op[1] for op in ops] == [bucket(ALICE, version=2)]

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from papyrus.contract import TABLES, table
 from papyrus.devsync.sync_rules import (
     RequestContext,
     SyncConfigError,
@@ -26,8 +27,9 @@ def stream_config(query: str, **options: object) -> str:
 
 
 def test_project_sync_config_parses_and_evaluates() -> None:
+    """One auto-subscribed stream per declared table, each bucket holding one user's rows."""
     config = load_sync_config(SYNC_CONFIG)
-    assert config.tables() == {("public", "books")}
+    assert config.tables() == {("public", t.name) for t in TABLES}
     row = {
         "id": "aaaaaaaa-0000-4000-8000-000000000001",
         "owner_user_id": ALICE,
@@ -42,15 +44,33 @@ def test_project_sync_config_parses_and_evaluates() -> None:
     assert evaluated.object_type == "books"
     assert evaluated.object_id == row["id"]
     data = json.loads(evaluated.data)
-    assert list(data)[:3] == ["id", "owner_user_id", "title"]
-    assert len(data) == 22
+    assert list(data) == ["id", "owner_user_id", *table("books").column_names]
     assert data["co_authors"] == '["Brian Herbert"]'
+    assert data["series_id"] is None
     assert "secret_column" not in data
 
+    membership = {"id": "b:s", "owner_user_id": ALICE, "book_id": "b", "shelf_id": "s"}
+    (evaluated,) = config.evaluate("public", "book_shelves", membership)
+    assert evaluated.bucket == f'1#book_shelves|0["{ALICE}"]'
+    assert evaluated.object_id == "b:s"
+
     resolved = config.resolve(RequestContext(ALICE, {"sub": ALICE}), None)
-    assert [b.bucket for b in resolved.buckets] == [evaluated.bucket]
-    assert resolved.buckets[0].subscriptions == ({"default": 0},)
-    assert resolved.streams == [{"name": "books", "is_default": True, "errors": []}]
+    assert [b.bucket for b in resolved.buckets] == [f'1#{t.name}|0["{ALICE}"]' for t in TABLES]
+    # Each bucket is there by default through its stream (an index into `streams`).
+    assert [b.subscriptions for b in resolved.buckets] == [
+        ({"default": i},) for i in range(len(TABLES))
+    ]
+    assert resolved.streams == [{"name": t.name, "is_default": True, "errors": []} for t in TABLES]
+
+
+def test_edition_3_streams_evaluate_like_edition_2() -> None:
+    query = "SELECT id, owner_user_id::text AS owner_user_id, title FROM books"
+    rows = []
+    for edition in (2, 3):
+        text = stream_config(query + " WHERE owner_user_id = auth.user_id()")
+        config = parse_sync_config(text.replace("edition: 2", f"edition: {edition}"))
+        rows.append(config.evaluate("public", "books", {"id": "b1", "owner_user_id": ALICE}))
+    assert rows[0] == rows[1] and rows[0][0].bucket == f'1#s|0["{ALICE}"]'
 
 
 def test_null_owner_matches_no_bucket() -> None:
@@ -159,7 +179,7 @@ def test_unsupported_constructs_are_refused_by_name(query: str, construct: str) 
     ("text", "construct"),
     [
         ("config:\n  edition: 1\nstreams: {}\n", "edition 1"),
-        ("config:\n  edition: 3\nstreams: {}\n", "edition 3"),
+        ("config:\n  edition: 4\nstreams: {}\n", "edition 4"),
         (
             "config:\n  edition: 2\n  timestamps_iso8601: false\nstreams: {}\n",
             "config option 'timestamps_iso8601'",
@@ -185,3 +205,14 @@ def test_unsupported_config_is_refused_by_name(text: str, construct: str) -> Non
     with pytest.raises(SyncConfigError, match="not supported") as info:
         parse_sync_config(text)
     assert construct in str(info.value)
+
+
+def test_edition_3_has_no_bucket_definitions() -> None:
+    text = (
+        "config:\n  edition: 3\nbucket_definitions:\n  b:\n"
+        "    parameters: SELECT request.user_id() AS u\n"
+        "    data: [SELECT * FROM books WHERE owner_user_id = bucket.u]\n"
+    )
+    parse_sync_config(text.replace("edition: 3", "edition: 2"))
+    with pytest.raises(SyncConfigError, match="edition 3 has no bucket_definitions"):
+        parse_sync_config(text)

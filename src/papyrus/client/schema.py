@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from papyrus.contract.powersync import client_tables
+
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -138,19 +140,16 @@ class Schema:
         return json.dumps(self.to_json(), separators=(",", ":"))
 
 
-def _book_columns() -> list[Column]:
-    text = ("owner_user_id", "title", "subtitle", "author", "co_authors", "isbn", "isbn13")
-    text2 = ("publisher", "language", "description", "cover_image_url", "reading_status")
-    cols = [Column.text(n) for n in (*text, *text2)]
-    cols += [Column.integer("page_count"), Column.integer("current_page")]
-    cols += [Column.real("current_position"), Column.text("current_cfi")]
-    cols += [Column.integer("is_favorite"), Column.integer("rating")]
-    cols += [Column.text("custom_metadata"), Column.text("added_at"), Column.text("updated_at")]
-    return cols
+def _from_contract(spec: dict[str, Any], *, local_only: bool = False) -> Table:
+    columns = [Column(c["name"], ColumnType(c["type"])) for c in spec["columns"]]
+    indexes = [Index(i["name"], i["columns"]) for i in spec["indexes"]]
+    return Table(spec["name"], columns, indexes, local_only=local_only)
 
 
-BOOK_COLUMNS: tuple[Column, ...] = tuple(_book_columns())
-_BOOK_INDEXES = (Index("by_title", ["title"]), Index("by_updated", ["updated_at"]))
+SYNCED_TABLES: tuple[Table, ...] = tuple(_from_contract(spec) for spec in client_tables())
+"""Every synced table, as the declarations give it (the server's columns but the implicit id)."""
+
+BOOK_COLUMNS: tuple[Column, ...] = tuple(Schema(SYNCED_TABLES).table("books").columns)
 
 # Rejections the server returned for our uploads; local to this device, cleared with the account.
 UPLOAD_REJECTIONS = Table(
@@ -167,8 +166,8 @@ UPLOAD_REJECTIONS = Table(
     local_only=True,
 )
 
-ACCOUNT_SCHEMA = Schema([Table("books", BOOK_COLUMNS, _BOOK_INDEXES), UPLOAD_REJECTIONS])
-"""The synced account database: `books` mirrors the server's table."""
+ACCOUNT_SCHEMA = Schema([*SYNCED_TABLES, UPLOAD_REJECTIONS])
+"""The synced account database: every synced table, plus this device's upload rejections."""
 
-GUEST_SCHEMA = Schema([Table("books", BOOK_COLUMNS, _BOOK_INDEXES, local_only=True)])
-"""The guest library: the same `books` view, but local-only, so nothing is ever uploaded."""
+GUEST_SCHEMA = Schema([_from_contract(spec, local_only=True) for spec in client_tables()])
+"""The guest library: the same views, but local-only, so nothing is ever uploaded."""

@@ -1,17 +1,21 @@
 """The subset of PowerSync sync config this development service understands.
 
 `server/powersync/sync-config.yaml` is parsed with a real SQL parser (pglast). Supported:
-`config: edition: 2`, `streams:` whose `query` is a single-table SELECT of columns (with
+`config: edition: 2` or `3`, `streams:` whose `query` is a single-table SELECT of columns (with
 aliases, `*`, constants and casts to text/integer/real/numeric/blob), filtered by ANDed
 `<row expression> = auth.user_id()` / `auth.parameter('x')` / `subscription.parameter('x')` /
 `connection.parameter('x')` and row-only conditions (`= <constant>`, `IS [NOT] NULL`), plus
-legacy `bucket_definitions` whose parameter query has no FROM. Everything else is refused at
-start-up with a message that names the construct, so nothing silently syncs differently from
-the real service.
+legacy `bucket_definitions` (edition 2 only) whose parameter query has no FROM. Everything else
+is refused at start-up with a message that names the construct, so nothing silently syncs
+differently from the real service. Within this subset editions 2 and 3 evaluate rows alike
+(edition 3 is the service's compiled Sync Streams; its compiler warns that edition 2 streams
+are an alpha version).
 
 Bucket names follow the service: `<version>#<stream>|<variant>[<params JSON>]` for streams and
 `<version>#<definition>[<params JSON>]` for bucket definitions (versioned ids are on from
-edition 2).
+edition 2). A stream filtered on several request values lists them in WHERE order; the edition 3
+compiler orders them by an internal hash, so those bucket ids can differ from the service's
+(clients treat bucket ids as opaque; the rows each client receives are the same).
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ _CAST_TYPES = {
     ("numeric",): "numeric",
     ("blob",): "blob",
 }
+
+
+EDITIONS = (2, 3)
 
 
 class SyncConfigError(ValueError):
@@ -315,10 +322,13 @@ def parse_sync_config(text: str) -> SyncConfig:
         if key != "edition":
             raise _unsupported(f"config option '{key}'", "sync config")
     edition = config.get("edition", 1)
-    if edition != 2:
+    if edition not in EDITIONS:
         raise _unsupported(
-            f"config edition {edition!r} (only `config: edition: 2` is implemented)", "sync config"
+            f"config edition {edition!r} (only editions 2 and 3 are implemented)", "sync config"
         )
+    if edition >= 3 and "bucket_definitions" in doc:
+        # The service's compiler for edition 3 refuses them too.
+        raise SyncConfigError("sync config: edition 3 has no bucket_definitions; use streams")
     streams: list[StreamDefinition] = []
     for name, spec in (doc.get("streams") or {}).items():
         streams.append(_parse_stream(str(name), spec))
