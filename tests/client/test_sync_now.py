@@ -105,3 +105,15 @@ def test_sync_now_names_the_api_when_it_is_down(stack: Stack) -> None:
     assert not result.synced and not result.timed_out
     assert result.unreachable == "api"
     assert result.error is not None and "Papyrus API" in result.error
+
+
+def test_sync_now_stops_when_the_session_is_revoked(stack: Stack) -> None:
+    device = signed_in(stack)
+    device.library.add("Kept for later")
+    other = stack.client("other", auto_connect=False)
+    other.sign_in("ada@example.com", PASSWORD)
+    other.sign_out(all_devices=True)
+    result = device.sync_now(GENEROUS)
+    assert not result.synced and not result.timed_out and result.unreachable is None
+    assert result.error is not None and "session has ended" in result.error
+    assert device.state is AuthState.SIGNED_OUT and device.pending_changes() == 1
