@@ -456,7 +456,9 @@ def _progress() -> Iterator[Callable[[SyncStatus], None]]:
         task = bar.add_task("Connecting", total=None)
 
         def show(s: SyncStatus) -> None:
-            if s.download_progress and s.downloading:
+            if s.last_error:
+                bar.update(task, description=f"Retrying ({s.last_error})")
+            elif s.download_progress and s.downloading:
                 p = s.download_progress
                 bar.update(task, description="Downloading", total=p.total, completed=p.downloaded)
             elif s.upload_queue_size:

@@ -515,8 +515,8 @@ class AuthProvider:
         self._signed_out.set()
 
     def _unreachable(self) -> tuple[str, str] | None:
-        """("api" or "sync_service", why) for the first of the two that does not answer its
-        health check, or None when both do."""
+        """("api" or "sync_service", why) for the first of the two that cannot be reached or
+        answers its health check with a server error, or None when both answer."""
         api, sync = self.config.api_url, self.config.powersync_url
         checks = (
             ("api", f"the Papyrus API at {api}", f"{api}/health/ready"),
@@ -528,7 +528,7 @@ class AuthProvider:
                     resp = http.get(url)
                 except httpx.HTTPError as exc:
                     return key, f"cannot reach {name} ({type(exc).__name__}: {exc})"
-                if resp.status_code != 200:
+                if resp.status_code >= 500:  # a 4xx (say, a proxy without the route) answers
                     return key, f"{name} is not ready (HTTP {resp.status_code})"
         return None
 
