@@ -376,20 +376,18 @@ class AuthRepository:
             self._end_server_session(*previous)
         return user
 
-    def _end_server_session(self, access: str | None, refresh_token: str | None) -> str | None:
-        """Ends a session on the server without touching the stored one. None when it ended
-        (or had already ended); otherwise why it could not be ended."""
+    def _end_server_session(self, access: str | None, refresh_token: str | None) -> None:
+        """Ends a session on the server without touching the stored one, best effort: the
+        sign-in that replaced or refused it has succeeded either way."""
         try:
             if access is None and refresh_token is not None:
                 access = self.api.refresh(refresh_token).access_token
             if access is not None:
                 self.api.logout(access)
         except ApiError:
-            return None  # refused: the session was already revoked or expired
-        except TransientError as exc:
+            pass  # refused: that session was already revoked or expired
+        except Exception as exc:
             log.info("could not end a replaced session on the server: %s", exc)
-            return str(exc)
-        return None
 
     def logout(self, *, all_devices: bool = False) -> str | None:
         """Ends the session on the server (best effort) and forgets it locally either way.
