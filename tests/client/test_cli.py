@@ -28,8 +28,14 @@ def env(tmp_path: Path) -> dict[str, str]:
     }
 
 
-def run(env: dict[str, str], *args: str, input: str | None = None, code: int = 0) -> str:
-    result = CliRunner().invoke(app, list(args), env=env, input=input)
+def run(
+    env: dict[str, str],
+    *args: str,
+    input: str | None = None,
+    code: int = 0,
+    env_extra: dict[str, str] | None = None,
+) -> str:
+    result = CliRunner().invoke(app, list(args), env={**env, **(env_extra or {})}, input=input)
     assert result.exit_code == code, result.output
     return result.output
 
@@ -122,3 +128,91 @@ def test_sign_in_write_sync_and_rejections_against_the_stack(
     assert "Signed out" in run(env, "logout")
     assert "No books." in run(env, "books", "list")
     assert "signed_out" in run(env, "status")
+
+
+def stack_env(stack: Stack, env: dict[str, str]) -> dict[str, str]:
+    return {**env, "PAPYRUS_API_URL": stack.api_url, "POWERSYNC_SERVICE_URL": stack.sync_url}
+
+
+def cli_register(env: dict[str, str], email: str) -> None:
+    secret = f"{PASSWORD}\n{PASSWORD}\n"
+    run(env, "register", "--email", email, "--name", "Reader", input=secret)
+
+
+def test_account_commands_refuse_while_changes_wait(stack: Stack, env: dict[str, str]) -> None:
+    env = stack_env(stack, env)
+    stack.client("phone").register("bob@example.com", PASSWORD, "Bob")
+    cli_register(env, "ada@example.com")
+    run(env, "books", "add", "Unsent one")
+    run(env, "books", "add", "Unsent two")
+
+    for command in (["logout"], ["offline", "on"]):
+        out = run(env, *command, code=1)
+        assert "2 change(s)" in out and "papyrus sync now" in out
+        assert f"papyrus {' '.join(command)} --discard-pending" in out
+    out = run(env, "login", "--email", "bob@example.com", input=f"{PASSWORD}\n", code=1)
+    assert "2 change(s) of ada@example.com" in out and "papyrus login --discard-pending" in out
+    secret = f"{PASSWORD}\n{PASSWORD}\n"
+    out = run(env, "register", "--email", "carol@example.com", "--name", "C", input=secret, code=1)
+    assert "2 change(s)" in out
+    status = run(env, "status")
+    assert "signed_in" in status and "ada@example.com" in status
+    assert "Unsent one" in run(env, "books", "list")
+
+    out = run(env, "login", "--email", "ada@example.com", input="wrong password\n", code=1)
+    assert "incorrect" in out
+    assert re.search(r"Upload queue\s+2\s*$", run(env, "sync", "status"), re.M)
+
+    out = run(env, "offline", "on", "--discard-pending")
+    assert "Offline mode is on" in out
+    assert stack.sql("SELECT count(*) FROM books") == [(0,)]
+    run(env, "offline", "off")
+    run(env, "login", "--email", "ada@example.com", input=f"{PASSWORD}\n")
+    run(env, "books", "add", "Sent")
+    assert "Synced." in run(env, "sync", "now")
+    assert "Signed out" in run(env, "logout")  # nothing waits now
+    assert stack.sql("SELECT title FROM books") == [("Sent",)]
+
+
+def test_sync_now_reports_rejections_and_down_services(stack: Stack, env: dict[str, str]) -> None:
+    env = stack_env(stack, env)
+    cli_register(env, "ada@example.com")
+    run(env, "books", "add", "Dune", "--rating", "4")
+    assert "Synced." in run(env, "sync", "now")
+    book_id = next(
+        line.split()[1] for line in run(env, "books", "list").splitlines() if "Dune" in line
+    )
+    run(env, "books", "edit", book_id, "--title", "x" * 501)  # the server allows 500
+    out = run(env, "sync", "now")  # the default timeout: it must not be waited out
+    assert "1 change(s) refused by the server" in out and "PATCH" in out and "Synced." in out
+
+    run(env, "books", "add", "Waits")
+    stack.stop_sync()
+    out = run(env, "sync", "now", code=1)
+    assert "cannot reach the sync service" in out and "not finished" not in out
+    out = run(env, "sync", "now", code=1, env_extra={"PAPYRUS_API_URL": "http://127.0.0.1:9"})
+    assert "cannot reach the Papyrus API" in out and "not finished" not in out
+    out = run(
+        env, "logout", "--discard-pending", env_extra={"PAPYRUS_API_URL": "http://127.0.0.1:9"}
+    )
+    assert "Signed out" in out and "server session could not be ended" in out
+    assert "signed_out" in run(env, "status")
+
+
+def test_a_revoked_session_keeps_unsent_changes_for_the_next_sign_in(
+    stack: Stack, env: dict[str, str]
+) -> None:
+    env = stack_env(stack, env)
+    cli_register(env, "ada@example.com")
+    run(env, "books", "add", "Written before the revocation")
+    other = stack.client("other")
+    other.sign_in("ada@example.com", PASSWORD)
+    other.sign_out(all_devices=True)
+
+    out = run(env, "sync", "now", code=1)  # the refresh is refused: signed out, data kept
+    assert "not signed in; 1 change(s) of ada@example.com are kept" in out
+    status = run(env, "status")
+    assert "signed_out" in status and "1 change(s) waiting to upload" in status
+    run(env, "login", "--email", "ada@example.com", input=f"{PASSWORD}\n")
+    assert "Synced." in run(env, "sync", "now")
+    assert stack.sql("SELECT title FROM books") == [("Written before the revocation",)]

@@ -13,7 +13,14 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from papyrus.client import ApiError, AuthProvider, AuthState, PapyrusApiConfig, SignInError
+from papyrus.client import (
+    ApiError,
+    AuthProvider,
+    AuthState,
+    PapyrusApiConfig,
+    PendingChangesError,
+    SignInError,
+)
 from papyrus.server.app import create_app
 from papyrus.server.config import Settings
 from tests.conftest import LiveServer, free_port
@@ -161,3 +168,34 @@ def test_a_denied_google_sign_in_fails_cleanly(
             app.sign_in_with_google(port=callback_port, timeout=30)
         assert app.state is AuthState.SIGNED_OUT
         assert app.auth.tokens.load_refresh_token() is None
+
+
+def test_google_sign_in_as_another_account_refuses_while_changes_wait(
+    api: LiveServer, provider: OpenIdProvider, callback_port: int, tmp_path: Path, sql
+) -> None:
+    open_url, _ = browser(provider)
+    config = PapyrusApiConfig(
+        api_url=api.url,
+        data_dir=tmp_path / "c",
+        token_store="file",
+        powersync_url="http://127.0.0.1:9",
+    )
+    with AuthProvider(config, open_browser=open_url, auto_connect=False) as app:
+        app.register("ada@example.com", "correct horse battery", "Ada")
+        app.library.add("Not uploaded yet")
+        token = app.auth.tokens.load_refresh_token()
+        with pytest.raises(PendingChangesError) as refused:
+            app.sign_in_with_google(port=callback_port, timeout=30)
+        assert refused.value.count == 1 and refused.value.owner_email == "ada@example.com"
+        assert app.state is AuthState.SIGNED_IN and app.auth.me().email == "ada@example.com"
+        assert app.auth.tokens.load_refresh_token() == token and app.pending_changes() == 1
+        alice_sessions = (
+            "SELECT count(*) FROM auth_sessions s JOIN users u ON u.id = s.user_id"
+            " WHERE u.email = 'alice@example.com' AND s.revoked_at IS NULL"
+        )
+        assert sql(alice_sessions) == [(0,)]  # the refused sign-in's session was ended
+
+        user = app.sign_in_with_google(port=callback_port, timeout=30, discard_pending=True)
+        assert user.email == "alice@example.com" and app.pending_changes() == 0
+        assert app.library.list() == []
+        assert sql(alice_sessions) == [(1,)]

@@ -40,11 +40,18 @@ from papyrus.client.errors import (
     NotFoundError,
     OfflineModeError,
     PapyrusClientError,
+    PendingChangesError,
     SignedOutError,
     SignInError,
     TransientError,
 )
-from papyrus.client.provider import AuthProvider, AuthState, PowerSyncService
+from papyrus.client.provider import (
+    AuthProvider,
+    AuthState,
+    PowerSyncService,
+    SignOutResult,
+    SyncResult,
+)
 from papyrus.client.schema import ACCOUNT_SCHEMA, GUEST_SCHEMA, Column, Index, Schema, Table
 from papyrus.client.sync import SyncOptions, SyncProgress, SyncStatus
 from papyrus.client.tokens import FileBackend, KeyringBackend, TokenStore
@@ -78,6 +85,7 @@ __all__ = [
     "PapyrusApiConfig",
     "PapyrusClientError",
     "PapyrusConnector",
+    "PendingChangesError",
     "PowerSyncDatabase",
     "PowerSyncService",
     "PowerSyncToken",
@@ -85,9 +93,11 @@ __all__ = [
     "Rejection",
     "Schema",
     "SignInError",
+    "SignOutResult",
     "SignedOutError",
     "SyncOptions",
     "SyncProgress",
+    "SyncResult",
     "SyncStatus",
     "Table",
     "TokenResponse",

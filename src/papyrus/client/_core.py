@@ -345,3 +345,39 @@ class CoreConnection:
                 "SELECT powersync_control('target_checkpoint_request_id', ?)", (checkpoint,)
             )
             return True
+
+    # -- sync completion and secure clearing ------------------------------------------------
+
+    def uploads_acknowledged(self) -> bool:
+        """Whether the upload queue is empty and a checkpoint covering the last upload has been
+        applied: the write checkpoint requested after that upload (the gate's target) is no
+        larger than the last one the core applied. True when nothing was ever uploaded."""
+        with self.lock:
+            queued, target, applied = self._conn.execute(
+                "SELECT (SELECT count(*) FROM ps_crud),"
+                " (SELECT CAST(value AS TEXT) FROM ps_kv"
+                "  WHERE key = 'target_checkpoint_request_id'),"
+                " (SELECT CAST(value AS TEXT) FROM ps_kv"
+                "  WHERE key = 'last_applied_checkpoint_request_id')"
+            ).fetchall()[0]
+        if queued:
+            return False
+        if target in (None, "0"):
+            return True
+        if target == _NO_TARGET:
+            return False  # uploaded, but no write checkpoint requested yet
+        return applied is not None and int(applied) >= int(target)
+
+    def scrub(self) -> bool:
+        """Rewrites the file (VACUUM) and truncates the WAL, so rows deleted earlier cannot be
+        read back from either file: SQLite otherwise leaves deleted content in free pages and
+        in old WAL frames. False if another connection's open read kept the WAL from being
+        emptied."""
+        if self.path == ":memory:":
+            return True
+        with self.lock:
+            if self._depth:
+                raise RuntimeError("scrub() cannot run inside a transaction")
+            self._conn.execute("VACUUM").fetchall()
+            busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0][0]
+        return not busy

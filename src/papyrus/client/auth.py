@@ -4,7 +4,6 @@ session: single-flight refresh, retry once after 401, sign-out), and the Google 
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import http.server
 import logging
@@ -178,6 +177,9 @@ class AuthApiClient:
     def sessions(self, access: str) -> list[dict[str, Any]]:
         return self._request("GET", "/v1/auth/sessions", access=access).json()
 
+    def revoke_session(self, access: str, session_id: str) -> None:
+        self._request("DELETE", f"/v1/auth/sessions/{session_id}", access=access)
+
     def powersync_token(self, access: str) -> PowerSyncToken:
         data = self._request("POST", "/v1/auth/powersync-token", access=access).json()
         return PowerSyncToken(data["token"], int(data.get("expires_in", 0)))
@@ -248,6 +250,8 @@ class _Flight:
 
 
 SignOutListener = Callable[[str], None]
+SignInCheck = Callable[[User], None]
+"""Called with the user a sign-in authenticated, before it replaces the session; raise to refuse."""
 
 
 class AuthRepository:
@@ -316,18 +320,23 @@ class AuthRepository:
 
     # -- signing in and out ------------------------------------------------------------------
 
-    def register(self, email: str, password: str, display_name: str) -> User:
+    def register(
+        self, email: str, password: str, display_name: str, *, check: SignInCheck | None = None
+    ) -> User:
         tokens = self.api.register(
             email, password, display_name, self.client_type, self.device_label
         )
-        return self._accept(tokens)
+        return self._adopt(tokens, check)
 
-    def login(self, email: str, password: str) -> User:
-        return self._accept(self.api.login(email, password, self.client_type, self.device_label))
+    def login(self, email: str, password: str, *, check: SignInCheck | None = None) -> User:
+        tokens = self.api.login(email, password, self.client_type, self.device_label)
+        return self._adopt(tokens, check)
 
-    def exchange_code(self, code: str, code_verifier: str | None = None) -> User:
+    def exchange_code(
+        self, code: str, code_verifier: str | None = None, *, check: SignInCheck | None = None
+    ) -> User:
         tokens = self.api.exchange_code(code, self.client_type, self.device_label, code_verifier)
-        return self._accept(tokens)
+        return self._adopt(tokens, check)
 
     def sign_in_with_google(
         self,
@@ -335,6 +344,7 @@ class AuthRepository:
         *,
         port: int = GOOGLE_CALLBACK_PORT,
         timeout: float = 300.0,
+        check: SignInCheck | None = None,
     ) -> User:
         """Opens the browser at the API's Google start URL, waits for the one-time code on a
         one-shot loopback listener, and exchanges it. `open_browser` is injectable for tests.
@@ -345,20 +355,65 @@ class AuthRepository:
         with LoopbackReceiver(port) as receiver:
             open_browser(self.api.google_start_url(receiver.redirect_uri, challenge))
             code = receiver.wait(timeout)
-        return self.exchange_code(code, verifier)
+        return self.exchange_code(code, verifier, check=check)
 
-    def logout(self, *, all_devices: bool = False) -> None:
-        """Ends the session on the server (best effort) and forgets it locally either way."""
+    def _adopt(self, tokens: TokenResponse, check: SignInCheck | None) -> User:
+        """Makes a successful sign-in the session. Until here the previous session is untouched,
+        so a failed sign-in (wrong password, unreachable server) never ends it.
+
+        `check(user)` may still refuse the new user (by raising): that sign-in's session is then
+        ended on the server and the previous one stays. A replaced session is ended on the
+        server, best effort."""
+        if check is not None:
+            try:
+                check(tokens.user)
+            except BaseException:
+                self._end_server_session(tokens.access_token, None)
+                raise
+        previous = (self.tokens.access_token, self.tokens.load_refresh_token())
+        user = self._accept(tokens)
+        if previous != (None, None):
+            self._end_server_session(*previous)
+        return user
+
+    def _end_server_session(self, access: str | None, refresh_token: str | None) -> None:
+        """Ends a session on the server without touching the stored one, best effort: the
+        sign-in that replaced or refused it has succeeded either way."""
+        try:
+            if access is None and refresh_token is not None:
+                access = self.api.refresh(refresh_token).access_token
+            if access is not None:
+                self.api.logout(access)
+        except ApiError:
+            pass  # refused: that session was already revoked or expired
+        except Exception as exc:
+            log.info("could not end a replaced session on the server: %s", exc)
+
+    def logout(self, *, all_devices: bool = False) -> str | None:
+        """Ends the session on the server (best effort) and forgets it locally either way.
+
+        Returns None when the server ended the session (or it had already ended), otherwise
+        why it could not be ended: it then stays valid on the server until it expires."""
+        problem: str | None = None
         access = self.tokens.access_token
         if access is None and self.has_stored_session():
-            with contextlib.suppress(Exception):
+            try:
                 access = self.refresh()
+            except SignedOutError:
+                pass  # the server refused the refresh: that session is over already
+            except Exception as exc:
+                problem = str(exc)
         if access is not None:
             try:
                 self.api.logout(access, all_devices=all_devices)
+            except ApiError as exc:
+                if not exc.is_unauthorized:
+                    problem = str(exc)
             except Exception as exc:  # an unreachable server must not keep the user signed in
                 log.info("server logout failed (%s); signing out locally", exc)
+                problem = str(exc)
         self.sign_out_locally("logout")
+        return problem
 
     # -- tokens ----------------------------------------------------------------------------
 

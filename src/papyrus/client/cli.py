@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -18,8 +17,9 @@ from papyrus.client.auth import GOOGLE_CALLBACK_PORT
 from papyrus.client.books import Book, BookFilter, BookRepository, BookSort, ReadingStatus
 from papyrus.client.config import PapyrusApiConfig
 from papyrus.client.database import PowerSyncDatabase
-from papyrus.client.errors import NotFoundError, PapyrusClientError
-from papyrus.client.provider import AuthProvider, AuthState
+from papyrus.client.errors import NotFoundError, PapyrusClientError, PendingChangesError
+from papyrus.client.provider import AuthProvider, AuthState, SignOutResult
+from papyrus.client.sync import SyncStatus
 
 console = Console()
 err_console = Console(stderr=True)
@@ -61,26 +61,65 @@ def _saved_note(app: AuthProvider) -> None:
 # -- accounts -------------------------------------------------------------------------------
 
 EmailOpt = Annotated[str, typer.Option(prompt=True, help="Account email.")]
+DiscardOpt = Annotated[
+    bool,
+    typer.Option(
+        "--discard-pending",
+        help="Delete changes on this device that have not been uploaded yet, instead of refusing.",
+    ),
+]
+
+
+@contextmanager
+def _unless_pending(app: AuthProvider, command: str) -> Iterator[None]:
+    """A refusal to delete unsent changes: how many, and the two ways forward; exit code 1."""
+    try:
+        yield
+    except PendingChangesError as exc:
+        err_console.print(f"[red]Refused:[/red] {exc}.")
+        owner = exc.owner_email
+        signed_in_as_owner = app.state is AuthState.SIGNED_IN and (
+            owner is None or (app.user is not None and app.user.email == owner)
+        )
+        upload = (
+            "`papyrus sync now`"
+            if signed_in_as_owner
+            else f"sign in as {owner or 'their account'} again, then `papyrus sync now`"
+        )
+        err_console.print(f"  To upload them first: {upload}")
+        err_console.print(f"  To delete them:       `papyrus {command} --discard-pending`")
+        raise typer.Exit(1) from None
+
+
+def _server_note(result: SignOutResult) -> None:
+    if not result.server_session_ended:
+        err_console.print(
+            "[yellow]The server session could not be ended[/yellow] "
+            f"({result.server_error}); it stays valid on the server until it expires. "
+            "End it from another device with `papyrus logout --all-devices`."
+        )
 
 
 def register(
     email: EmailOpt,
     name: Annotated[str, typer.Option(prompt="Display name", help="Your name.")],
     password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+    discard_pending: DiscardOpt = False,
 ) -> None:
     """Create an account and sign in."""
-    with _client() as app:
-        user = app.register(email, password, name)
+    with _client() as app, _unless_pending(app, "register"):
+        user = app.register(email, password, name, discard_pending=discard_pending)
         console.print(f"Signed in as [bold]{user.email}[/bold].")
 
 
 def login(
     email: EmailOpt,
     password: Annotated[str, typer.Option(prompt=True, hide_input=True)],
+    discard_pending: DiscardOpt = False,
 ) -> None:
-    """Sign in with email and password."""
-    with _client() as app:
-        user = app.sign_in(email, password)
+    """Sign in with email and password (a failed sign-in keeps the current session)."""
+    with _client() as app, _unless_pending(app, "login"):
+        user = app.sign_in(email, password, discard_pending=discard_pending)
         console.print(f"Signed in as [bold]{user.email}[/bold].")
 
 
@@ -92,30 +131,34 @@ def login_google(
         int, typer.Option(help="Loopback port for the callback.")
     ] = GOOGLE_CALLBACK_PORT,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the browser.")] = 300,
+    discard_pending: DiscardOpt = False,
 ) -> None:
     """Sign in with Google in the browser."""
 
     def show(url: str) -> None:
         console.print(f"Open this page to sign in:\n{url}")
 
-    with _client() as app:
+    with _client() as app, _unless_pending(app, "login-google"):
         if no_browser:
             app.open_browser = show
         console.print("Waiting for the browser sign-in…")
-        user = app.sign_in_with_google(port=port, timeout=timeout)
+        user = app.sign_in_with_google(port=port, timeout=timeout, discard_pending=discard_pending)
         console.print(f"Signed in as [bold]{user.email}[/bold].")
 
 
 def logout(
     all_devices: Annotated[bool, typer.Option(help="End the sessions of every device.")] = False,
+    discard_pending: DiscardOpt = False,
 ) -> None:
-    """Sign out and delete this device's copy of the account's data."""
-    with _client() as app:
-        if app.state is not AuthState.SIGNED_IN:
+    """Sign out and delete this device's copy of the account's data (refused while changes
+    wait to upload, unless --discard-pending)."""
+    with _client() as app, _unless_pending(app, "logout"):
+        if app.state is not AuthState.SIGNED_IN and not app.powersync.has_data():
             console.print("Not signed in.")
             return
-        app.sign_out(all_devices=all_devices)
+        result = app.sign_out(all_devices=all_devices, discard_pending=discard_pending)
         console.print("Signed out. The account's data was removed from this device.")
+        _server_note(result)
 
 
 def status() -> None:
@@ -132,23 +175,32 @@ def status() -> None:
         table.add_row("Books", str(BookRepository(app.database).count()))
         if app.state is AuthState.SIGNED_IN:
             _status_rows(table, app.database)
+        elif app.powersync.has_data():
+            owner = app.powersync.owner() or {}
+            table.add_row(
+                "Kept on this device",
+                f"the data of {owner.get('email', 'a signed-out account')}, with "
+                f"{app.pending_changes()} change(s) waiting to upload (sign in again to sync)",
+            )
         console.print(table)
 
 
 def offline(
     mode: Annotated[str, typer.Argument(help="on or off", metavar="on|off")],
+    discard_pending: DiscardOpt = False,
 ) -> None:
     """Turn offline mode on (sign out, stop syncing, use the guest library) or off."""
     if mode not in ("on", "off"):
         err_console.print("Say `papyrus offline on` or `papyrus offline off`.")
         raise typer.Exit(2)
-    with _client() as app:
-        app.set_offline_mode(mode == "on")
+    with _client() as app, _unless_pending(app, "offline on"):
+        result = app.set_offline_mode(mode == "on", discard_pending=discard_pending)
         console.print(
             "Offline mode is on: the guest library is in use."
             if mode == "on"
             else "Offline mode is off. Sign in with `papyrus login`."
         )
+        _server_note(result)
 
 
 # -- books ----------------------------------------------------------------------------------
@@ -346,9 +398,16 @@ def _status_rows(table: Table, db: PowerSyncDatabase) -> None:
 
 
 def _signed_in(app: AuthProvider) -> None:
+    if app.state is AuthState.OFFLINE:
+        raise PapyrusClientError("offline mode is on")
     if app.state is not AuthState.SIGNED_IN:
+        pending = app.pending_changes()
+        owner = (app.powersync.owner() or {}).get("email") if pending else None
         raise PapyrusClientError(
-            "offline mode is on" if app.state is AuthState.OFFLINE else "not signed in"
+            f"not signed in; {pending} change(s) of {owner or 'the last account'} are kept on "
+            "this device: sign in as that account to upload them"
+            if pending
+            else "not signed in"
         )
 
 
@@ -366,47 +425,48 @@ def sync_status() -> None:
 def sync_now(
     timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 120,
 ) -> None:
-    """Upload queued changes and download everything new, with a progress bar."""
+    """Upload queued changes and download everything new, with a progress bar; returns once
+    the server has confirmed the last upload (exit code 1 if it could not)."""
     with _client(verify=True) as app:
         _signed_in(app)
-        db = app.database
-        app.powersync.connect()
-        try:
-            synced = _run_with_progress(db, timeout)
-        finally:
-            app.powersync.disconnect()
-        if not synced:
-            err_console.print(
-                f"[red]Sync did not finish:[/red] {db.status.last_error or 'timed out'}"
+        with _progress() as show:
+            result = app.sync_now(timeout, on_status=show)
+        if result.rejections:
+            table = Table("Op", "Row", "Code", "Message")
+            for r in result.rejections:
+                table.add_row(r.op or "", r.row_id or "", r.code or "", r.message or "")
+            console.print(
+                f"{len(result.rejections)} change(s) refused by the server "
+                "(its version of those rows was kept):"
             )
+            console.print(table)
+        if not result.synced:
+            err_console.print(f"[red]Sync did not finish:[/red] {result.error}")
             raise typer.Exit(1)
-        console.print(f"Synced. {BookRepository(db).count()} book(s) on this device.")
+        console.print(f"Synced. {BookRepository(app.database).count()} book(s) on this device.")
 
 
-def _run_with_progress(db: PowerSyncDatabase, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    quiet_since: datetime | None = None
+@contextmanager
+def _progress() -> Iterator[Callable[[SyncStatus], None]]:
+    """A progress bar fed by sync status changes (from the sync thread)."""
     columns = [TextColumn("{task.description}"), BarColumn(), TaskProgressColumn()]
     with Progress(
         *columns, console=console, transient=True, disable=not sys.stdout.isatty()
     ) as bar:
         task = bar.add_task("Connecting", total=None)
-        while time.monotonic() < deadline:
-            s = db.status
-            if s.download_progress and s.downloading:
+
+        def show(s: SyncStatus) -> None:
+            if s.last_error:
+                bar.update(task, description=f"Retrying ({s.last_error})")
+            elif s.download_progress and s.downloading:
                 p = s.download_progress
                 bar.update(task, description="Downloading", total=p.total, completed=p.downloaded)
             elif s.upload_queue_size:
                 bar.update(task, description=f"Uploading {s.upload_queue_size} change(s)")
-            if s.upload_queue_size == 0 and not s.uploading:
-                # A checkpoint applied after the queue drained includes our own uploads.
-                quiet_since = quiet_since or datetime.now(UTC)
-                if s.last_synced_at is not None and s.last_synced_at >= quiet_since:
-                    return True
-            else:
-                quiet_since = None
-            time.sleep(0.05)
-    return False
+            elif s.connected:
+                bar.update(task, description="Waiting for the server to confirm")
+
+        yield show
 
 
 @sync_app.command("rejections")

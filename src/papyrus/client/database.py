@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -182,6 +183,38 @@ class PowerSyncDatabase:
     def wait_for_first_sync(self, timeout: float | None = None) -> bool:
         return self._status.wait_for(lambda s: s.has_synced, timeout)
 
+    def wait_for_sync(
+        self,
+        timeout: float | None = None,
+        *,
+        abort: Callable[[SyncStatus], bool] | None = None,
+    ) -> bool:
+        """Blocks until everything written locally so far is on the server and back: the upload
+        queue is empty, the checkpoint that covers the last upload (its write checkpoint) has
+        been applied, and a checkpoint was applied on the current connection. Returns False on
+        timeout or when `abort(status)`, consulted on every status change, returns True.
+
+        Needs a connection (`connect()`) to ever succeed. Driven by the sync loop's own events
+        (`DidCompleteSync`, uploads completing), not by comparing clocks."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        changed = threading.Event()
+        unsubscribe = self._status.add_listener(lambda _: changed.set())
+        try:
+            while True:
+                changed.clear()
+                status = self._status.current
+                if abort is not None and abort(status):
+                    return False
+                if status.synced_since_connect and self._core.uploads_acknowledged():
+                    return True
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                # Status changes wake us; the cap re-checks writes made by other connections.
+                changed.wait(1.0 if remaining is None else min(remaining, 1.0))
+        finally:
+            unsubscribe()
+
     @property
     def connected(self) -> bool:
         return self._sync is not None
@@ -207,6 +240,12 @@ class PowerSyncDatabase:
         self.disconnect()
         self._core.clear(include_local=clear_local)
         self._status.update(lambda s: SyncStatus())
+
+    def scrub(self) -> bool:
+        """Rewrites the database file and empties its WAL, so rows deleted earlier (a logout's
+        clear) cannot be read back from the files. False if another connection's open read kept
+        the WAL from being emptied."""
+        return self._core.scrub()
 
     def close(self) -> None:
         self.disconnect()

@@ -51,3 +51,19 @@ class SignInError(PapyrusClientError):
 
 class NotFoundError(PapyrusClientError):
     """A local record with the given id does not exist."""
+
+
+class PendingChangesError(PapyrusClientError):
+    """Refused: the step would delete local changes that have not reached the server yet.
+
+    Upload them first (`AuthProvider.sync_now()`, signed in as `owner_email`), or repeat the
+    call with `discard_pending=True` to delete them deliberately."""
+
+    def __init__(self, count: int, owner_email: str | None = None, action: str = "") -> None:
+        whose = f" of {owner_email}" if owner_email else ""
+        doing = f"; {action} would delete them" if action else ""
+        super().__init__(
+            f"{count} change(s){whose} have not been uploaded to the server yet{doing}"
+        )
+        self.count = count
+        self.owner_email = owner_email

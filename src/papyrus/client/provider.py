@@ -1,8 +1,11 @@
 """AuthProvider: the app's runtime in one object.
 
 It decides which local database is live (the synced account database when signed in, the
-guest library otherwise), connects PowerSync after sign-in, and clears synced data when the
-session ends or another account signs in. Guest records are never merged into an account.
+guest library otherwise), connects PowerSync after sign-in, and clears synced data on logout,
+offline mode, or another account signing in. None of those deletes changes that have not been
+uploaded unless the caller says so (`discard_pending=True`); a session that ends by itself
+(revoked, expired) keeps the account database for the same user's next sign-in. Guest records
+are never merged into an account.
 """
 
 from __future__ import annotations
@@ -10,8 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 import webbrowser
 from collections.abc import Callable
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -19,13 +24,18 @@ from typing import Any
 import httpx
 
 from papyrus.client.auth import AuthApiClient, AuthRepository, User
-from papyrus.client.books import BookRepository, DataStore
+from papyrus.client.books import BookRepository, DataStore, RejectionRecord
 from papyrus.client.config import PapyrusApiConfig
 from papyrus.client.connector import PapyrusConnector
 from papyrus.client.database import PowerSyncDatabase
-from papyrus.client.errors import OfflineModeError, SignedOutError, TransientError
+from papyrus.client.errors import (
+    OfflineModeError,
+    PendingChangesError,
+    SignedOutError,
+    TransientError,
+)
 from papyrus.client.schema import ACCOUNT_SCHEMA, GUEST_SCHEMA
-from papyrus.client.sync import SyncOptions
+from papyrus.client.sync import SyncOptions, SyncStatus
 from papyrus.client.tokens import TokenStore
 
 log = logging.getLogger(__name__)
@@ -37,6 +47,39 @@ class AuthState(StrEnum):
     SIGNED_OUT = "signed_out"
     SIGNED_IN = "signed_in"
     OFFLINE = "offline"
+
+
+@dataclass(frozen=True)
+class SignOutResult:
+    """What signing out could do on the server. The local sign-out always happens."""
+
+    server_error: str | None = None
+    """Why the server session could not be ended (it stays valid there until it expires)."""
+
+    @property
+    def server_session_ended(self) -> bool:
+        return self.server_error is None
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """The outcome of `AuthProvider.sync_now()`."""
+
+    synced: bool
+    """Every queued change was uploaded (or refused) and a checkpoint covering the last upload
+    has been applied."""
+    error: str | None = None
+    """Why not, when not synced."""
+    unreachable: str | None = None
+    """"api" or "sync_service" when that one could not be reached (or was not ready)."""
+    timed_out: bool = False
+    rejections: tuple[RejectionRecord, ...] = ()
+    """Changes the server refused during this sync; its version of those rows was kept."""
+
+
+# How long a health probe may take, and how often a sync that keeps failing probes again.
+_PROBE_TIMEOUT = 3.0
+_PROBE_INTERVAL = 2.0
 
 
 class PowerSyncService:
@@ -70,14 +113,39 @@ class PowerSyncService:
         row = self.database.get_optional(f"SELECT value FROM {_META_TABLE} WHERE key = 'owner'")
         return json.loads(row["value"]) if row else None
 
-    def open_for(self, user: User) -> PowerSyncDatabase:
-        """The account database for `user`; another account's synced data is wiped first."""
+    def has_data(self) -> bool:
+        """Whether the account database exists and belongs to someone (without creating it)."""
+        if self._database is None and not self.config.account_database_path.exists():
+            return False
+        return self.owner() is not None
+
+    def pending_changes(self) -> int:
+        """Local changes that have not reached the server (without creating the database)."""
+        if self._database is None and not self.config.account_database_path.exists():
+            return 0
+        return self.database.upload_queue_size()
+
+    def pending_error(self, action: str, user: User | None = None) -> PendingChangesError | None:
+        """The refusal for `action` if it would delete pending changes: those of anyone, or,
+        given `user`, of an account other than `user` (theirs stay for them)."""
+        with self._lock:
+            count = self.pending_changes()
+            if not count:
+                return None
+            owner = self.owner()
+            if user is not None and owner is not None and owner.get("id") == user.id:
+                return None
+            return PendingChangesError(count, owner.get("email") if owner else None, action)
+
+    def open_for(self, user: User, *, discard_pending: bool = False) -> PowerSyncDatabase:
+        """The account database for `user`. Another account's data is cleared first; if it
+        holds changes not yet uploaded, that needs `discard_pending`."""
         with self._lock:
             db = self.database
             owner = self.owner()
             if owner is not None and owner.get("id") != user.id:
                 log.info("a different account signed in; clearing the account database")
-                self.clear()
+                self.clear(discard_pending=discard_pending, action="signing in as another account")
             value = json.dumps(
                 {"id": user.id, "email": user.email, "display_name": user.display_name}
             )
@@ -94,12 +162,23 @@ class PowerSyncService:
             if self._database is not None:
                 self._database.disconnect()
 
-    def clear(self) -> None:
-        """Logout: stop syncing, delete every synced row, queued write and local rejection."""
+    def clear(self, *, discard_pending: bool = False, action: str = "clearing") -> None:
+        """Stops syncing and deletes every synced row, queued write and local rejection, so
+        that they are gone from the file too (not only unlinked). Raises PendingChangesError,
+        deleting nothing, if changes wait to upload and `discard_pending` is not set: the check
+        and the clear are one transaction, so a write cannot slip in between."""
         with self._lock:
             db = self.database
-            db.disconnect_and_clear(clear_local=True)
-            db.execute(f"DELETE FROM {_META_TABLE} WHERE key = 'owner'")
+            db.disconnect()
+            with db.write_transaction():
+                if not discard_pending:
+                    refusal = self.pending_error(action)
+                    if refusal is not None:
+                        raise refusal
+                db.disconnect_and_clear(clear_local=True)
+                db.execute(f"DELETE FROM {_META_TABLE} WHERE key = 'owner'")
+            if not db.scrub():
+                log.warning("another process kept the account database's WAL from being emptied")
 
     def close(self) -> None:
         with self._lock:
@@ -211,46 +290,143 @@ class AuthProvider:
             self._signed_in(user)
             return self.state
 
-    def register(self, email: str, password: str, display_name: str) -> User:
+    def register(
+        self, email: str, password: str, display_name: str, *, discard_pending: bool = False
+    ) -> User:
+        """Creates an account and signs it in. A new account is never the one whose changes
+        may wait to upload here, so that is refused up front unless `discard_pending`."""
         self._require_online()
-        self._end_previous_session()
-        return self._signed_in(self.auth.register(email, password, display_name))
+        if not discard_pending:
+            refusal = self.powersync.pending_error("signing in as a new account")
+            if refusal is not None:
+                raise refusal
+        check = self._sign_in_check(discard_pending)
+        return self._signed_in(
+            self.auth.register(email, password, display_name, check=check), discard_pending
+        )
 
-    def sign_in(self, email: str, password: str) -> User:
+    def sign_in(self, email: str, password: str, *, discard_pending: bool = False) -> User:
+        """Signs in, replacing the current session only once the server accepted this one.
+        Signing in as another account than the one whose changes wait to upload here raises
+        PendingChangesError (nothing changes) unless `discard_pending`."""
         self._require_online()
-        self._end_previous_session()
-        return self._signed_in(self.auth.login(email, password))
+        check = self._sign_in_check(discard_pending)
+        return self._signed_in(self.auth.login(email, password, check=check), discard_pending)
 
-    def sign_in_with_google(self, *, port: int | None = None, timeout: float = 300.0) -> User:
+    def sign_in_with_google(
+        self, *, port: int | None = None, timeout: float = 300.0, discard_pending: bool = False
+    ) -> User:
         self._require_online()
-        self._end_previous_session()
-        kwargs: dict[str, Any] = {"timeout": timeout}
+        kwargs: dict[str, Any] = {"timeout": timeout, "check": self._sign_in_check(discard_pending)}
         if port is not None:
             kwargs["port"] = port
-        return self._signed_in(self.auth.sign_in_with_google(self.open_browser, **kwargs))
+        user = self.auth.sign_in_with_google(self.open_browser, **kwargs)
+        return self._signed_in(user, discard_pending)
 
-    def sign_out(self, *, all_devices: bool = False) -> None:
-        """Ends the session and clears the account database; the guest library stays."""
+    def pending_changes(self) -> int:
+        """Changes made in the account database that have not reached the server yet (they
+        survive a session that ended by itself, for the same user's next sign-in)."""
+        return self.powersync.pending_changes()
+
+    def sign_out(
+        self, *, all_devices: bool = False, discard_pending: bool = False
+    ) -> SignOutResult:
+        """Ends the session and clears the account database; the guest library stays.
+
+        With changes still waiting to upload this raises PendingChangesError and changes
+        nothing, unless `discard_pending`. Also clears an account database kept from a session
+        that ended by itself. The local sign-out happens even when the server cannot be
+        reached; the result says so."""
         with self._lock:
+            self._refuse_if_pending("signing out", discard_pending)
             self.powersync.disconnect()
-            self.auth.logout(all_devices=all_devices)
-            self._clear_account()
+            problem = None
+            if self.state is AuthState.SIGNED_IN or self.auth.has_stored_session():
+                problem = self.auth.logout(all_devices=all_devices)
+            self._clear_account(discard_pending)
+            return SignOutResult(problem)
 
-    def set_offline_mode(self, enabled: bool) -> None:
+    def set_offline_mode(self, enabled: bool, *, discard_pending: bool = False) -> SignOutResult:
         """Offline mode: no Papyrus tokens, no sync, no synced data; the guest library is live.
-        Turning it off leaves the client signed out, ready to sign in."""
+        Turning it on signs out as `sign_out()` does (and refuses as it does while changes wait
+        to upload). Turning it off leaves the client signed out, ready to sign in."""
         with self._lock:
+            result = SignOutResult()
             if enabled:
+                self._refuse_if_pending("turning offline mode on", discard_pending)
                 self.powersync.disconnect()
-                self.auth.logout()
-                self._clear_account()
+                result = SignOutResult(self.auth.logout())
+                self._clear_account(discard_pending)
                 self.state = AuthState.OFFLINE
             else:
                 self.state = AuthState.SIGNED_OUT
             self._save_settings(offline=enabled)
+            return result
+
+    def sync_now(
+        self,
+        timeout: float = 120.0,
+        *,
+        on_status: Callable[[SyncStatus], None] | None = None,
+    ) -> SyncResult:
+        """Uploads every queued change and downloads everything new; returns as soon as a
+        checkpoint covering the last upload has been applied (`PowerSyncDatabase.wait_for_sync`).
+
+        Fails fast, naming it, when the Papyrus API or the sync service cannot be reached: both
+        are probed before connecting and again whenever the sync loop reports an error.
+        Connects for the call if not connected. `on_status` sees every status change."""
+        if self.state is not AuthState.SIGNED_IN:
+            if self.state is AuthState.OFFLINE:
+                raise OfflineModeError("offline mode is on; turn it off and sign in to sync")
+            raise SignedOutError("not signed in")
+        db = self.powersync.database
+        before = {r.id for r in DataStore(db).rejections()}
+        down = self._unreachable()
+        if down is not None:
+            return SyncResult(False, down[1], unreachable=down[0])
+        failure: list[tuple[str | None, str]] = []
+        probed_at = 0.0
+
+        def abort(status: SyncStatus) -> bool:
+            nonlocal probed_at
+            if self.state is not AuthState.SIGNED_IN:
+                failure.append((None, "the session has ended; sign in again"))
+                return True
+            if status.last_error and time.monotonic() - probed_at >= _PROBE_INTERVAL:
+                probed_at = time.monotonic()
+                down = self._unreachable()
+                if down is not None:
+                    failure.append(down)
+                    return True
+            return False
+
+        unsubscribe = db.on_status_change(on_status) if on_status is not None else None
+        connected_here = not db.connected
+        if connected_here:
+            self.powersync.connect()
+        try:
+            synced = db.wait_for_sync(timeout, abort=abort)
+        finally:
+            if unsubscribe is not None:
+                unsubscribe()
+            if connected_here:
+                self.powersync.disconnect()
+        rejections = tuple(r for r in DataStore(db).rejections() if r.id not in before)
+        if synced:
+            return SyncResult(True, rejections=rejections)
+        if failure:
+            service, reason = failure[0]
+            return SyncResult(False, reason, unreachable=service, rejections=rejections)
+        waiting = db.status.last_error or "still waiting for the sync service to confirm"
+        return SyncResult(
+            False,
+            f"not finished after {timeout:g} s: {waiting}",
+            timed_out=True,
+            rejections=rejections,
+        )
 
     def wait_signed_out(self, timeout: float | None = None) -> bool:
-        """Waits until a session ended in the background has been cleared up."""
+        """Waits until a session that ended in the background has been disconnected."""
         return self._signed_out.wait(timeout)
 
     def close(self) -> None:
@@ -273,39 +449,88 @@ class AuthProvider:
         if self.offline_mode:
             raise OfflineModeError("offline mode is on; turn it off to sign in")
 
-    def _end_previous_session(self) -> None:
-        """Signing in over a session ends that session on the server; the account database
-        is only cleared if the new user turns out to be someone else."""
-        if self.state is AuthState.SIGNED_IN or self.auth.has_stored_session():
-            self.powersync.disconnect()
-            self.auth.logout()
+    def _refuse_if_pending(self, action: str, discard_pending: bool) -> None:
+        if not discard_pending:
+            refusal = self.powersync.pending_error(action)
+            if refusal is not None:
+                raise refusal
 
-    def _signed_in(self, user: User) -> User:
+    def _sign_in_check(self, discard_pending: bool) -> Callable[[User], None]:
+        """Runs once the server accepted a sign-in, before it replaces the current session:
+        refuses another account while this one's changes wait to upload, and stops syncing
+        under the old session."""
+
+        def check(user: User) -> None:
+            if not discard_pending:
+                refusal = self.powersync.pending_error("signing in as another account", user)
+                if refusal is not None:
+                    raise refusal
+            self.powersync.disconnect()
+
+        return check
+
+    def _signed_in(self, user: User, discard_pending: bool = False) -> User:
         with self._lock:
             self._signed_out.clear()
-            self.powersync.open_for(user)
+            try:
+                self.powersync.open_for(user, discard_pending=discard_pending)
+            except PendingChangesError:
+                # A write slipped in after the check: keep it, drop the new session.
+                self.auth.logout()
+                self.state = AuthState.SIGNED_OUT
+                raise
             self.user = user
             self.state = AuthState.SIGNED_IN
             if self.auto_connect:
                 self.powersync.connect()
             return user
 
-    def _clear_account(self) -> None:
-        self.powersync.clear()
+    def _clear_account(self, discard_pending: bool) -> None:
+        """After the session is gone: clear its data (a write that slipped in after the check
+        still refuses, and is kept as after a revoked session)."""
         self.user = None
         if self.state is AuthState.SIGNED_IN:
             self.state = AuthState.SIGNED_OUT
         self._signed_out.set()
+        if self.powersync.has_data() or self.powersync.pending_changes():
+            self.powersync.clear(discard_pending=discard_pending)
 
     def _session_ended(self, reason: str) -> None:
+        """A session ended by itself (revoked, expired): stop syncing, keep the account
+        database and its queue for the same user's next sign-in."""
         if reason == "logout":
             return  # sign_out() and set_offline_mode() clean up themselves
-        log.info("the session ended (%s); signing out", reason)
+        log.info("the session ended (%s); signing out, keeping unsent changes", reason)
         self.state = AuthState.SIGNED_OUT
+        self.user = None
         if threading.current_thread() is threading.main_thread():
-            self._clear_account()
-        else:  # possibly inside the sync loop, which the clean-up must stop and wait for
-            threading.Thread(target=self._clear_account, name="papyrus-signout").start()
+            self._disconnect_after_session_end()
+        else:  # possibly inside the sync loop, which the disconnect must stop and wait for
+            threading.Thread(
+                target=self._disconnect_after_session_end, name="papyrus-signout"
+            ).start()
+
+    def _disconnect_after_session_end(self) -> None:
+        self.powersync.disconnect()
+        self._signed_out.set()
+
+    def _unreachable(self) -> tuple[str, str] | None:
+        """("api" or "sync_service", why) for the first of the two that cannot be reached or
+        answers its health check with a server error, or None when both answer."""
+        api, sync = self.config.api_url, self.config.powersync_url
+        checks = (
+            ("api", f"the Papyrus API at {api}", f"{api}/health/ready"),
+            ("sync_service", f"the sync service at {sync}", f"{sync}/probes/liveness"),
+        )
+        with httpx.Client(timeout=_PROBE_TIMEOUT) as http:
+            for key, name, url in checks:
+                try:
+                    resp = http.get(url)
+                except httpx.HTTPError as exc:
+                    return key, f"cannot reach {name} ({type(exc).__name__}: {exc})"
+                if resp.status_code >= 500:  # a 4xx (say, a proxy without the route) answers
+                    return key, f"{name} is not ready (HTTP {resp.status_code})"
+        return None
 
     def _settings_path(self) -> Path:
         return self.config.data_dir / "client-settings.json"

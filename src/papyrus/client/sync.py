@@ -71,6 +71,9 @@ class SyncStatus:
     last_synced_at: datetime | None = None
     download_error: str | None = None
     upload_error: str | None = None
+    # A checkpoint was applied since the stream (re)connected: local data is as fresh as the
+    # service's. Reset whenever the connection drops.
+    synced_since_connect: bool = False
 
     @property
     def last_error(self) -> str | None:
@@ -91,9 +94,11 @@ class SyncStatus:
             done = sum(b.get("at_last", 0) + b.get("since_last", 0) for b in buckets)
             total = sum(b.get("target_count", 0) for b in buckets)
             progress = SyncProgress(done, total)
+        connected = bool(core.get("connected"))
         return replace(
             self,
-            connected=bool(core.get("connected")),
+            connected=connected,
+            synced_since_connect=self.synced_since_connect and connected,
             connecting=bool(core.get("connecting")),
             downloading=downloading is not None,
             download_progress=progress,
@@ -214,7 +219,13 @@ class StreamingSync:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        self.status.update(connected=False, connecting=False, downloading=False, uploading=False)
+        self.status.update(
+            connected=False,
+            connecting=False,
+            downloading=False,
+            uploading=False,
+            synced_since_connect=False,
+        )
 
     # -- downloads --------------------------------------------------------------------
 
@@ -227,7 +238,12 @@ class StreamingSync:
                 raise
             except Exception as exc:
                 log.info("sync stream failed: %s", exc)
-                self.status.update(download_error=_describe(exc), connected=False, connecting=False)
+                self.status.update(
+                    download_error=_describe(exc),
+                    connected=False,
+                    connecting=False,
+                    synced_since_connect=False,
+                )
             if not hide_disconnect:
                 await asyncio.sleep(self.options.retry_delay * random.uniform(0.9, 1.1))
 
@@ -335,7 +351,7 @@ class StreamingSync:
             level = {"WARNING": logging.WARNING, "INFO": logging.INFO}.get(body.get("severity"))
             log.log(level or logging.DEBUG, "core: %s", body.get("line"))
         elif kind == "DidCompleteSync":
-            self.status.update(download_error=None)
+            self.status.update(download_error=None, synced_since_connect=True)
         elif kind == "FetchCredentials":
             self._credentials = None
             if not body.get("did_expire"):
@@ -419,5 +435,7 @@ class StreamingSync:
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, httpx.TransportError):
-        return f"cannot reach the server ({type(exc).__name__}: {text})"
+        # The sync loops' own HTTP client only talks to the sync service (the connector's calls
+        # to the Papyrus API raise TransientError, which names the API).
+        return f"cannot reach the sync service ({type(exc).__name__}: {text})"
     return text
