@@ -46,11 +46,12 @@ from papyrus.embedded_db import EmbeddedPostgres
 from papyrus.server import migrate
 from papyrus.server.app import create_app
 from papyrus.server.config import Settings
+from papyrus.sync_config import sync_config_path
 
 REPO = Path(__file__).resolve().parents[1]
 NODE_SDK = REPO / "node-sdk"
 NODE_SCRIPT = NODE_SDK / "bench-initial-sync.mjs"
-SYNC_CONFIG = REPO / "server" / "powersync" / "sync-config.yaml"
+SYNC_CONFIG = sync_config_path()
 PASSWORD = "correct horse battery"
 
 # Reference: PowerSync service 1.25 (Postgres storage) with @powersync/node, same machine class.
