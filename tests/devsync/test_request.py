@@ -22,7 +22,7 @@ from papyrus.devsync.request import BODY_LIMIT, MAX_CLIENT_ID
 from papyrus.devsync.service import create_app
 from tests.conftest import LiveServer
 
-from .conftest import SourceDb
+from .conftest import AUDIENCE, SourceDb
 from .test_stream import ALICE, request_body
 
 ANY_OF = "anyOf must match a schema in anyOf"
@@ -358,3 +358,35 @@ def test_signed_in_clients_get_400_not_a_cut_stream_or_a_500(
     assert refusal(response) == [f"/client_id: {TEXT}"]
     ok = httpx.get(f"{service.url}/write-checkpoint2.json?client_id=c", headers=headers)
     assert ok.status_code == 200 and ok.json() == {"data": {"write_checkpoint": "1"}}
+
+
+def test_unknown_routes_answer_in_the_service_shape(front: str) -> None:
+    for response in (httpx.get(f"{front}/nope"), httpx.get(f"{front}/sync/stream")):
+        assert response.status_code == 404
+        error = response.json()["error"]
+        assert error["code"] == "PSYNC_S2002" and error["status"] == 404
+
+
+def test_an_unexpected_failure_is_a_500_in_the_service_shape(
+    jwks_server: str, signer_session
+) -> None:
+    """The database is unreachable: the write checkpoint fails inside the handler."""
+    settings = Settings(
+        database_url="postgresql://127.0.0.1:1/none",
+        jwks_uri=jwks_server,
+        audiences=(AUDIENCE,),
+    )
+    with LiveServer(create_app(settings), lifespan="off") as server:
+        response = httpx.get(
+            f"{server.url}/write-checkpoint2.json?client_id=c",
+            headers={"Authorization": f"Token {signer_session.token(ALICE)}"},
+        )
+    assert response.status_code == 500
+    assert response.json() == {
+        "error": {
+            "name": "InternalServerError",
+            "code": "PSYNC_S2001",
+            "status": 500,
+            "description": "Something went wrong",
+        }
+    }

@@ -188,6 +188,19 @@ def _error(exc: AuthError | RequestError) -> JSONResponse:
     return JSONResponse(exc.to_json(), status_code=exc.status)
 
 
+async def _not_found(request: Request, exc: Exception) -> Response:
+    """Unknown routes (and known paths with another method) as the service's RouteNotFound."""
+    description = f'Route not found: {request.method} "{request.url.path}"'
+    return _error(RequestError(404, "PSYNC_S2002", description, name="RouteNotFound"))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """Anything unexpected still answers in the service's shape (its InternalServerError),
+    without the exception's text; the traceback goes to the log."""
+    error = RequestError(500, "PSYNC_S2001", "Something went wrong", name="InternalServerError")
+    return _error(error)
+
+
 def create_app(settings: Settings, service: DevSyncService | None = None) -> Starlette:
     """The ASGI app; starting it starts replication and the NOTIFY listener."""
     svc = service or DevSyncService(settings)
@@ -260,6 +273,7 @@ def create_app(settings: Settings, service: DevSyncService | None = None) -> Sta
                 expose_headers=["Content-Type"],
             )
         ],
+        exception_handlers={404: _not_found, 405: _not_found, Exception: _internal_error},
         lifespan=lifespan,
     )
     return app
