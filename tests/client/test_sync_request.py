@@ -37,11 +37,8 @@ class RecordingProxy:
 
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
-        self.requests: list[tuple[str, dict[str, Any]]] = []  # (user agent, body)
+        self.bodies: list[dict[str, Any]] = []
         self._cut: set[str] = set()
-
-    def bodies(self, python: bool) -> list[dict[str, Any]]:
-        return [b for agent, b in self.requests if agent.startswith("python-httpx") == python]
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -77,7 +74,7 @@ class RecordingProxy:
         cut_after_complete = False
         if scope["path"] == "/sync/stream":
             request = json.loads(body)
-            self.requests.append((headers.get("user-agent", ""), request))
+            self.bodies.append(request)
             cut_after_complete = request.get("client_id") not in self._cut
             self._cut.add(request.get("client_id"))
         async with (
@@ -143,8 +140,9 @@ def test_python_client_sends_the_node_sdks_sync_request(stack: Stack) -> None:
         stack.providers.append(python)
         python.register("ada@example.com", PASSWORD, "Ada")
         python.library.add("Dune")  # so the user's bucket has an operation to resume after
-        eventually(lambda: len(proxy.bodies(python=True)) >= 2, timeout=30)
-        python.close()  # its second stream stays open otherwise
+        eventually(lambda: len(proxy.bodies) >= 2, timeout=30)
+        python.close()  # its second stream stays open otherwise; no Python requests after this
+        from_python = len(proxy.bodies)
 
         tokens = httpx.post(
             f"{stack.api_url}/v1/auth/login",
@@ -154,12 +152,14 @@ def test_python_client_sends_the_node_sdks_sync_request(stack: Stack) -> None:
         try:
             node.call("connect")
             node.call("waitForFirstSync")
-            eventually(lambda: len(proxy.bodies(python=False)) >= 2, timeout=30)
+            eventually(lambda: len(proxy.bodies) >= from_python + 2, timeout=30)
         finally:
             node.close()
 
-    python_first, python_again = proxy.bodies(python=True)[:2]
-    node_first, node_again = proxy.bodies(python=False)[:2]
+    python_first, python_again = proxy.bodies[:2]
+    node_first, node_again = proxy.bodies[from_python : from_python + 2]
+    assert python_first["client_id"] == python_again["client_id"] != node_first["client_id"]
+    assert node_first["client_id"] == node_again["client_id"]
     # The core sends "parameters": {} (not null) because the client now passes an object.
     assert python_first["parameters"] == {} and node_first["parameters"] == {}
     assert python_again["buckets"] and node_again["buckets"], "second requests resume buckets"
