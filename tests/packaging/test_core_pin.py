@@ -4,10 +4,12 @@ build copies only those binaries, and a different core refuses to load."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from types import ModuleType
 
@@ -88,15 +90,23 @@ def test_build_refuses_a_mismatched_node_package(
 
 
 @pytest.mark.packaging
-def test_building_without_the_node_package_fails_with_a_clear_message(tmp_path: Path) -> None:
+def test_building_without_the_node_package_fails_unless_told_to_leave_it_out(
+    tmp_path: Path,
+) -> None:
+    """As in the server's Docker image, whose build context has no node-sdk/node_modules."""
     for name in ("pyproject.toml", "setup.py"):
         shutil.copy(ROOT / name, tmp_path / name)
     shutil.copytree(ROOT / "src", tmp_path / "src", ignore=shutil.ignore_patterns("__pycache__"))
-    result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(tmp_path / "d"), tmp_path],
-        capture_output=True,
-        text=True,
-    )
+    build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "-w", str(tmp_path / "d"), tmp_path]
+    env = {k: v for k, v in os.environ.items() if k != "PAPYRUS_WITHOUT_CORE_EXTENSION"}
+    result = subprocess.run(build, capture_output=True, text=True, env=env)
     assert result.returncode != 0
     assert "The PowerSync core extension is not in" in result.stdout + result.stderr
     assert "make setup" in result.stdout + result.stderr
+
+    env["PAPYRUS_WITHOUT_CORE_EXTENSION"] = "1"
+    subprocess.run(build, check=True, capture_output=True, env=env)
+    [wheel] = (tmp_path / "d").glob("papyrus-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "papyrus/server/app.py" in names
+    assert not [n for n in names if "_native" in n]
