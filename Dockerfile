@@ -7,9 +7,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /app
-COPY pyproject.toml ./
+COPY pyproject.toml setup.py ./
 COPY src ./src
-RUN pip install .
+# The server and its dependencies (the `server` extra). The image runs no Python client, so the
+# PowerSync core extension (from node-sdk/, not in the build context) is left out.
+RUN PAPYRUS_WITHOUT_CORE_EXTENSION=1 pip install '.[server]'
 
 # An unprivileged user; /keys and /data are volumes it owns (keys are created with mode 0600).
 RUN useradd --system --uid 10001 --home-dir /app papyrus \

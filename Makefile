@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node-sdk/node_modules/.installed
 
-.PHONY: run test lint format setup lock
+.PHONY: run test lint format setup lock wheel
 
 run: $(STAMP)
 	$(BIN)/papyrus dev
@@ -25,15 +25,21 @@ format: $(STAMP)
 setup: $(STAMP) $(NODE_STAMP)
 
 # constraints.txt pins the versions the suite last passed with; `make lock` refreshes it.
-$(STAMP): pyproject.toml constraints.txt
+# The development install: the client, the server and dev sync service (`server`), the tests.
+$(STAMP): pyproject.toml setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[server,test]'
 	touch $(STAMP)
 
 lock: $(STAMP)
-	$(BIN)/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[test]'
+	$(BIN)/python -m pip install --quiet --upgrade --upgrade-strategy eager -e '.[server,test]'
 	$(BIN)/python -m pip freeze --exclude-editable > constraints.txt
+
+# dist/papyrus-*.whl: the client SDK (plus the `server` extra), with the PowerSync core extension
+# copied from node-sdk/ (setup.py); installs anywhere without Node.
+wheel: $(STAMP) $(NODE_STAMP)
+	$(BIN)/python -m pip wheel --quiet --no-deps -w dist .
 
 # The official PowerSync Node SDK (conformance tests) and the core extension it ships (Python client).
 $(NODE_STAMP): node-sdk/package.json node-sdk/package-lock.json

@@ -32,6 +32,7 @@ from papyrus.embedded_db import EmbeddedPostgres
 from papyrus.server import migrate
 from papyrus.server.app import create_app
 from papyrus.server.config import Settings
+from papyrus.sync_config import sync_config_path
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "correct horse battery"
@@ -172,7 +173,7 @@ def main() -> None:
             database_url=info.url(name),
             jwks_uri=f"{api}/v1/auth/jwks",
             audiences=(settings.POWERSYNC_JWT_AUDIENCE,),
-            sync_config_path=REPO / "server" / "powersync" / "sync-config.yaml",
+            sync_config_path=sync_config_path(),
             port=sync_port,
         )
         sync_service = DevSyncService(sync_settings)

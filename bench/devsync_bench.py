@@ -50,11 +50,11 @@ import httpx
 import psycopg
 import uvicorn
 
-from papyrus.contract.powersync import SYNC_CONFIG_PATH
 from papyrus.embedded_db import EmbeddedPostgres
 from papyrus.server import migrate
 from papyrus.server.app import create_app
 from papyrus.server.config import Settings
+from papyrus.sync_config import sync_config_path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -62,7 +62,7 @@ from tests.library_schema import apply_declared_tables  # noqa: E402 (the reposi
 
 NODE_SDK = REPO / "node-sdk"
 NODE_SCRIPT = NODE_SDK / "bench-initial-sync.mjs"
-SYNC_CONFIG = SYNC_CONFIG_PATH
+SYNC_CONFIG = sync_config_path()
 PASSWORD = "correct horse battery"
 
 # Reference: PowerSync service 1.25 (Postgres storage) with @powersync/node, same machine class.

@@ -26,9 +26,10 @@ from papyrus.embedded_db import EmbeddedPostgres, ServerInfo
 from papyrus.server import migrate
 from papyrus.server.app import create_app
 from papyrus.server.config import Settings
+from papyrus.sync_config import sync_config_path
 
 ROOT = Path(__file__).resolve().parents[1]
-SYNC_CONFIG = ROOT / "server" / "powersync" / "sync-config.yaml"
+SYNC_CONFIG = sync_config_path()
 TEMPLATE_DB = "papyrus_template"
 
 

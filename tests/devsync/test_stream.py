@@ -298,8 +298,9 @@ def test_auth_failures_answer_like_the_service(
     assert error_of(response)["code"] == "PSYNC_S2106"
     # The body is validated before the token, as in the service.
     assert post({}, body={"buckets": "nope"}).status_code == 400
+    json_type = {"content-type": "application/json"}
     for raw in (b"{", b'{"buckets": "\xff"}', b"[" * 100_000):  # not JSON, not UTF-8, too deep
-        assert httpx.post(url, content=raw).status_code == 400, raw[:20]
+        assert httpx.post(url, content=raw, headers=json_type).status_code == 400, raw[:20]
 
 
 def test_jwks_is_refetched_for_an_unknown_kid(

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
 
@@ -21,9 +24,56 @@ from papyrus.devsync.cli import sync_service
 if TYPE_CHECKING:
     from papyrus.server.config import Settings
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def missing_server_requirements() -> list[str]:
+    """The distributions of the `server` extra that are not installed (none in a checkout's
+    development install; most of them in a client-only `pip install papyrus`)."""
+    try:
+        requirements = importlib.metadata.requires("papyrus") or []
+    except importlib.metadata.PackageNotFoundError:
+        return []  # not installed (run from a source tree): nothing to compare with
+    missing = []
+    for requirement in requirements:
+        spec, _, marker = requirement.partition(";")
+        if not re.search(r"""extra\s*==\s*["']server["']""", marker):
+            continue
+        name = re.match(r"[A-Za-z0-9._-]+", spec.strip())
+        if name is None:
+            continue
+        try:
+            importlib.metadata.distribution(name.group(0))
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(name.group(0))
+    return missing
+
+
+def needs_server(command: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Server commands in a client-only install end with one line saying what to install."""
+
+    def decorate(function: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(function)
+        def run(*args: P.args, **kwargs: P.kwargs) -> R:
+            missing = missing_server_requirements()
+            if missing:
+                typer.echo(
+                    f"papyrus {command} needs the server components ({', '.join(missing)} "
+                    "missing): pip install 'papyrus[server]'",
+                    err=True,
+                )
+                raise typer.Exit(2)
+            return function(*args, **kwargs)
+
+        return run
+
+    return decorate
+
+
 app = typer.Typer(no_args_is_help=True, help="Papyrus: auth and sync backbone of a reading app.")
 client_cli.install(app)  # register, login, login-google, logout, status, offline, books, sync
-app.command("sync-service")(sync_service)
+app.command("sync-service")(needs_server("sync-service")(sync_service))
 db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
 app.add_typer(db_app, name="db")
 keys_app = typer.Typer(no_args_is_help=True, help="PowerSync token signing keys.")
@@ -70,6 +120,7 @@ def _prepare(settings: Settings, migrate: bool) -> None:
 
 
 @app.command()
+@needs_server("serve")
 def serve(
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 8080,
@@ -97,6 +148,7 @@ def serve(
 
 
 @app.command()
+@needs_server("dev")
 def dev(
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 8080,
@@ -145,6 +197,7 @@ def _loopback(host: str) -> str:
 
 
 @db_app.command("upgrade")
+@needs_server("db upgrade")
 def db_upgrade(data_dir: DataDirOpt = None) -> None:
     """Apply pending migrations."""
     from papyrus.server import runtime
@@ -154,6 +207,7 @@ def db_upgrade(data_dir: DataDirOpt = None) -> None:
 
 
 @db_app.command("setup-replication")
+@needs_server("db setup-replication")
 def db_setup_replication(data_dir: DataDirOpt = None) -> None:
     """Prepare PostgreSQL for the PowerSync service: check wal_level, ensure the `powersync`
     publication and the replication role (POWERSYNC_REPLICATION_ROLE / _PASSWORD)."""
@@ -177,6 +231,7 @@ def db_setup_replication(data_dir: DataDirOpt = None) -> None:
 
 
 @keys_app.command("rotate")
+@needs_server("keys rotate")
 def keys_rotate(
     data_dir: DataDirOpt = None,
     force: Annotated[

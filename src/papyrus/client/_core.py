@@ -30,13 +30,21 @@ log = logging.getLogger(__name__)
 
 ENTRY_POINT = "sqlite3_powersync_init"
 MIN_SQLITE = (3, 44, 0)
-MIN_CORE = (0, 5, 0)
+# The core this client is built and tested against: the one the pinned `@powersync/node`
+# package ships (`const version` in node-sdk/node_modules/@powersync/node/download_core.js).
+# The wheel build copies those binaries and refuses a different version; bump both together.
+CORE_VERSION = "0.5.3"
 _NO_TARGET = "9223372036854775807"  # i64::MAX: "local writes pending, no write checkpoint yet"
+# Where the wheel carries the binaries (setup.py copies them there at build time).
+_PACKAGED = Path(__file__).resolve().parent / "_native"
+# An editable install in this repository's checkout uses node-sdk/ directly.
+_CHECKOUT = Path(__file__).resolve().parents[3]
 _NODE_LIB = Path("node-sdk") / "node_modules" / "@powersync" / "node" / "lib"
 _FIX = (
-    "Run `make setup` (it runs `npm ci` in node-sdk/, which installs the pinned @powersync/node "
-    "package that ships the extension), or set POWERSYNC_CORE_PATH to a libpowersync build for "
-    "this platform."
+    "An installed papyrus package carries the extension; in this repository's checkout run "
+    "`make setup` (it runs `npm ci` in node-sdk/, which installs the pinned @powersync/node "
+    "package that ships it). Or set POWERSYNC_CORE_PATH to a libpowersync "
+    f"{CORE_VERSION} build for this platform."
 )
 
 Params = tuple[Any, ...] | dict[str, Any]
@@ -61,8 +69,8 @@ def _binary_name() -> str:
 
 
 def locate_core_extension(override: str | os.PathLike[str] | None = None) -> Path:
-    """The core extension binary: `override`, then `POWERSYNC_CORE_PATH`, then the pinned
-    `@powersync/node` package in this repository's (or the working directory's) `node-sdk/`."""
+    """The core extension binary: `override`, then `POWERSYNC_CORE_PATH` (an explicit choice
+    wins), then the one packaged with this module, then the checkout's `node-sdk/`."""
     explicit = override or os.environ.get("POWERSYNC_CORE_PATH")
     if explicit:
         path = Path(explicit).expanduser()
@@ -73,19 +81,14 @@ def locate_core_extension(override: str | os.PathLike[str] | None = None) -> Pat
             )
         return path
     name = _binary_name()
-    roots = [Path(__file__).resolve().parents[3], Path.cwd()]
-    for root in roots:
-        candidate = root / _NODE_LIB / name
+    candidates = [_PACKAGED / name, _CHECKOUT / _NODE_LIB / name]
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
-    searched = ", ".join(str(r / _NODE_LIB / name) for r in roots)
+    searched = ", ".join(map(str, candidates))
     raise CoreExtensionError(
         f"The PowerSync core extension was not found (looked in {searched}). {_FIX}"
     )
-
-
-def _version_tuple(text: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in text.split("/")[0].split(".")[:3] if p.isdigit())
 
 
 def core_version(conn: apsw.Connection) -> str:
@@ -113,10 +116,10 @@ def load_core_extension(conn: apsw.Connection, path: Path) -> str:
     finally:
         conn.enable_load_extension(False)
     version = core_version(conn)
-    if _version_tuple(version) < MIN_CORE:
+    if version.split("/")[0] != CORE_VERSION:
         raise CoreExtensionError(
-            f"The PowerSync core extension at {path} is version {version}; this client "
-            f"needs {'.'.join(map(str, MIN_CORE))} or newer. {_FIX}"
+            f"The PowerSync core extension at {path} is version {version}; this client is "
+            f"pinned to {CORE_VERSION}, the version it is built and tested against. {_FIX}"
         )
     return version
 

@@ -42,7 +42,19 @@ class SyncOptions:
 
     retry_delay: float = 5.0
     crud_upload_throttle: float = 1.0
+    # Client parameters for the sync config (`connection.parameter(...)`); sent as `{}` when
+    # unset, because the PowerSync service refuses `"parameters": null` (400 PSYNC_S2001).
     params: dict[str, Any] | None = None
+    # Strings only: the service refuses other values. For its logs, nothing else.
+    app_metadata: dict[str, str] | None = None
+    include_default_streams: bool = True
+
+    def __post_init__(self) -> None:
+        if self.app_metadata is not None and not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.app_metadata.items()
+        ):
+            raise ValueError("app_metadata maps strings to strings (the sync service says so)")
+
     # The service sends a keepalive about every 20 s; silence for longer means a dead stream.
     read_timeout: float = 90.0
 
@@ -266,7 +278,7 @@ class StreamingSync:
         self._iteration = iteration
         try:
             request = None
-            for ins in self._control("start", json.dumps({"parameters": self.options.params})):
+            for ins in self._control("start", self._start_payload()):
                 if "EstablishSyncStream" in ins:
                     request = ins["EstablishSyncStream"]["request"]
                 else:
@@ -296,6 +308,20 @@ class StreamingSync:
                 for ins in self._control("stop"):
                     if "CloseSyncStream" not in ins:
                         self._handle(ins)
+
+    def _start_payload(self) -> str:
+        """What `@powersync/node` passes to the core's `start` (resolved defaults included), so
+        the core builds the same `/sync/stream` request body as the official SDKs."""
+        return json.dumps(
+            {
+                "parameters": self.options.params or {},
+                "app_metadata": self.options.app_metadata or {},
+                "active_streams": [],
+                "include_defaults": self.options.include_default_streams,
+                "checkpoint_mode": "legacy",
+                "schema": self.database.schema.to_json(),
+            }
+        )
 
     def _client(self) -> httpx.AsyncClient:
         assert self._http is not None, "used outside the sync thread"

@@ -24,9 +24,10 @@ from typing import Any
 from papyrus.contract.declare import ID, OWNER, Column, Table, Type
 from papyrus.contract.tables import TABLES
 
-# The files the renders are committed to (repository-relative). One place to move them.
+# The files the renders are committed to. One place to move them. (The sync config is package
+# data of `papyrus.sync_config`, which the contract may not import, hence the sibling path.)
 ROOT = Path(__file__).resolve().parents[3]
-SYNC_CONFIG_PATH = ROOT / "server" / "powersync" / "sync-config.yaml"
+SYNC_CONFIG_PATH = Path(__file__).resolve().parents[1] / "sync_config" / "sync-config.yaml"
 NODE_SCHEMA_PATH = ROOT / "node-sdk" / "schema.json"
 REGENERATE = "python -m papyrus.contract.powersync"
 

@@ -25,7 +25,7 @@ def sync_service(
     ] = None,
     sync_config: Annotated[
         Path | None,
-        typer.Option(help="Sync config file (default server/powersync/sync-config.yaml)."),
+        typer.Option(help="Sync config file (default: the packaged sync-config.yaml)."),
     ] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port of the sync service.")] = 8081,

@@ -6,10 +6,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-# The repository's file (what the real service reads), wherever the command is started from.
-DEFAULT_SYNC_CONFIG = (
-    Path(__file__).resolve().parents[3] / "server" / "powersync" / "sync-config.yaml"
-)
+from papyrus.sync_config import sync_config_path
+
+# The packaged file (what the real service reads), wherever the command is started from.
+DEFAULT_SYNC_CONFIG = sync_config_path()
 
 
 def plain_conninfo(url: str) -> str:

@@ -29,14 +29,15 @@ from starlette.routing import Route
 from papyrus.devsync.auth import AuthError, KeyStore, TokenPayload, token_from_header
 from papyrus.devsync.config import Settings
 from papyrus.devsync.replication import Replicator
-from papyrus.devsync.storage import AsyncPool, StorageReader, StorageWriter, notify_channel
-from papyrus.devsync.stream import (
-    CheckpointBroadcaster,
-    StreamOptions,
-    SyncSession,
-    ValidationError,
+from papyrus.devsync.request import (
+    RequestError,
+    merged_params,
+    read_json_body,
     validate_sync_request,
+    validate_write_checkpoint_request,
 )
+from papyrus.devsync.storage import AsyncPool, StorageReader, StorageWriter, notify_channel
+from papyrus.devsync.stream import CheckpointBroadcaster, StreamOptions, SyncSession
 from papyrus.devsync.sync_rules import SyncConfig, load_sync_config
 
 log = logging.getLogger(__name__)
@@ -183,9 +184,21 @@ class DevSyncService:
         }
 
 
-def _error(exc: AuthError | ValidationError) -> JSONResponse:
-    payload = exc.to_json()
-    return JSONResponse(payload, status_code=payload["error"]["status"])
+def _error(exc: AuthError | RequestError) -> JSONResponse:
+    return JSONResponse(exc.to_json(), status_code=exc.status)
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    """Unknown routes (and known paths with another method) as the service's RouteNotFound."""
+    description = f'Route not found: {request.method} "{request.url.path}"'
+    return _error(RequestError(404, "PSYNC_S2002", description, name="RouteNotFound"))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """Anything unexpected still answers in the service's shape (its InternalServerError),
+    without the exception's text; the traceback goes to the log."""
+    error = RequestError(500, "PSYNC_S2001", "Something went wrong", name="InternalServerError")
+    return _error(error)
 
 
 def create_app(settings: Settings, service: DevSyncService | None = None) -> Starlette:
@@ -193,12 +206,11 @@ def create_app(settings: Settings, service: DevSyncService | None = None) -> Sta
     svc = service or DevSyncService(settings)
 
     async def sync_stream(request: Request) -> Response:
-        # Like the service, validate the body before looking at the token.
+        # Like the service: the request is read (bounded) and validated before the token.
         try:
-            body = validate_sync_request(json.loads(await request.body() or b"null"))
-        except (ValidationError, ValueError, RecursionError) as exc:  # ValueError: bad JSON/UTF-8
-            err = exc if isinstance(exc, ValidationError) else ValidationError(str(exc))
-            return _error(err)
+            body = validate_sync_request(merged_params(request, await read_json_body(request)))
+        except RequestError as exc:
+            return _error(exc)
         try:
             token = await svc.authenticate(request)
         except AuthError as exc:
@@ -221,10 +233,10 @@ def create_app(settings: Settings, service: DevSyncService | None = None) -> Sta
 
     async def write_checkpoint2(request: Request) -> Response:
         try:
+            client_id = validate_write_checkpoint_request(merged_params(request, {}))
             token = await svc.authenticate(request)
-        except AuthError as exc:
+        except (RequestError, AuthError) as exc:
             return _error(exc)
-        client_id = request.query_params.get("client_id") or ""
         value = await svc.reader.create_write_checkpoint(token.user_id, client_id)
         return JSONResponse({"data": {"write_checkpoint": str(value)}})
 
@@ -261,6 +273,7 @@ def create_app(settings: Settings, service: DevSyncService | None = None) -> Sta
                 expose_headers=["Content-Type"],
             )
         ],
+        exception_handlers={404: _not_found, 405: _not_found, Exception: _internal_error},
         lifespan=lifespan,
     )
     return app

@@ -39,56 +39,6 @@ from papyrus.devsync.values import json_text
 log = logging.getLogger(__name__)
 
 
-class ValidationError(Exception):
-    """A malformed request body (HTTP 400 in the service's error shape)."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "name": "ValidationError",
-                "code": "PSYNC_S2001",
-                "status": 400,
-                "description": "Validation failed",
-                "details": str(self),
-            }
-        }
-
-
-def validate_sync_request(body: Any) -> dict[str, Any]:
-    """Check the shape of a StreamingSyncRequest; unknown fields are allowed."""
-    if not isinstance(body, dict):
-        raise ValidationError("request body must be a JSON object")
-    buckets = body.get("buckets")
-    if buckets is not None:
-        if not isinstance(buckets, list):
-            raise ValidationError("buckets must be an array")
-        for entry in buckets:
-            if not (
-                isinstance(entry, dict)
-                and isinstance(entry.get("name"), str)
-                and isinstance(entry.get("after"), str)
-                and entry["after"].lstrip("-").isdigit()
-            ):
-                raise ValidationError("buckets[] must be {name: string, after: decimal string}")
-    for name in ("include_checksum", "raw_data", "binary_data"):
-        if name in body and not isinstance(body[name], bool | None):
-            raise ValidationError(f"{name} must be a boolean")
-    if body.get("client_id") is not None and not isinstance(body["client_id"], str):
-        raise ValidationError("client_id must be a string")
-    if body.get("parameters") is not None and not isinstance(body["parameters"], dict):
-        raise ValidationError("parameters must be an object")
-    streams = body.get("streams")
-    if streams is not None:
-        if not isinstance(streams, dict) or not isinstance(streams.get("subscriptions", []), list):
-            raise ValidationError("streams must be {include_defaults?, subscriptions: []}")
-        for sub in streams.get("subscriptions", []):
-            if not isinstance(sub, dict) or not isinstance(sub.get("stream"), str):
-                raise ValidationError("streams.subscriptions[] must have a stream name")
-            if sub.get("parameters") is not None and not isinstance(sub["parameters"], dict):
-                raise ValidationError("subscription parameters must be an object or null")
-    return body
-
-
 @dataclass
 class _Event:
     seq: int

@@ -1,6 +1,6 @@
 """The subset of PowerSync sync config this development service understands.
 
-`server/powersync/sync-config.yaml` is parsed with a real SQL parser (pglast). Supported:
+The sync config (by default the packaged `src/papyrus/sync_config/sync-config.yaml`) is parsed with a real SQL parser (pglast). Supported:
 `config: edition: 2` or `3`, `streams:` whose `query` is a single-table SELECT of columns (with
 aliases, `*`, constants and casts to text/integer/real/numeric/blob), filtered by ANDed
 `<row expression> = auth.user_id()` / `auth.parameter('x')` / `subscription.parameter('x')` /
@@ -37,7 +37,7 @@ from papyrus.devsync.values import SqliteValue, bucket_parameters_json, js_numbe
 
 REAL_SERVICE_HINT = (
     "The development sync service supports only a subset of PowerSync sync config; "
-    "use the PowerSync service (server/powersync) for this construct."
+    "use the PowerSync service (docker-compose.yml) for this construct."
 )
 
 _CAST_TYPES = {

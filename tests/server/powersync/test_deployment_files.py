@@ -88,7 +88,7 @@ def test_powersync_service_is_pinned_and_configured(compose) -> None:
     powersync = compose["services"]["powersync"]
     assert re.fullmatch(r"journeyapps/powersync-service:1\.25\.\d+", powersync["image"])
     assert powersync["command"] == ["start", "-r", "unified"]
-    assert "./server/powersync:/config:ro" in powersync["volumes"]
+    assert "./server/powersync/service.yaml:/config/service.yaml:ro" in powersync["volumes"]
     environment = powersync["environment"]
     assert environment["POWERSYNC_CONFIG_PATH"] == "/config/service.yaml"
     assert environment["PS_JWKS_URL"] == "http://papyrus:8080/v1/auth/jwks"
@@ -108,7 +108,9 @@ def test_powersync_service_is_pinned_and_configured(compose) -> None:
     assert config["storage"]["uri"] == "PS_STORAGE_SOURCE_URI"
     assert config["client_auth"]["jwks_uri"] == "PS_JWKS_URL"
     assert config["client_auth"]["audience"] == ["PS_JWT_AUDIENCE"]
-    assert (SERVICE.parent / config["sync_config"]["path"]) == SYNC_CONFIG
+    # The sync config the service reads is the packaged file, mounted next to service.yaml.
+    mounted = f"./{SYNC_CONFIG.relative_to(ROOT)}:/config/{config['sync_config']['path']}:ro"
+    assert mounted in powersync["volumes"]
 
 
 def test_dockerfile_runs_the_server_unprivileged() -> None:
