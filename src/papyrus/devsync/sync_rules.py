@@ -1,15 +1,15 @@
 """The subset of PowerSync sync config this development service understands.
 
-The sync config (by default the packaged `src/papyrus/sync_config/sync-config.yaml`) is parsed with a real SQL parser (pglast). Supported:
-`config: edition: 2` or `3`, `streams:` whose `query` is a single-table SELECT of columns (with
-aliases, `*`, constants and casts to text/integer/real/numeric/blob), filtered by ANDed
-`<row expression> = auth.user_id()` / `auth.parameter('x')` / `subscription.parameter('x')` /
-`connection.parameter('x')` and row-only conditions (`= <constant>`, `IS [NOT] NULL`), plus
-legacy `bucket_definitions` (edition 2 only) whose parameter query has no FROM. Everything else
-is refused at start-up with a message that names the construct, so nothing silently syncs
-differently from the real service. Within this subset editions 2 and 3 evaluate rows alike
-(edition 3 is the service's compiled Sync Streams; its compiler warns that edition 2 streams
-are an alpha version).
+The sync config (by default the packaged `src/papyrus/sync_config/sync-config.yaml`) is parsed
+with a real SQL parser (pglast). Supported: `config: edition: 2` or `3`, `streams:` whose
+`query` is a single-table SELECT of columns (with aliases, `*`, constants and casts to
+text/integer/real/numeric/blob), filtered by ANDed `<row expression> = auth.user_id()` /
+`auth.parameter('x')` / `subscription.parameter('x')` / `connection.parameter('x')` and row-only
+conditions (`= <constant>`, `IS [NOT] NULL`), plus legacy `bucket_definitions` (edition 2 only)
+whose parameter query has no FROM. Everything else is refused at start-up with a message that
+names the construct, so nothing silently syncs differently from the real service. Within this
+subset editions 2 and 3 evaluate rows alike (edition 3 is the service's compiled Sync Streams;
+its compiler warns that edition 2 streams are an alpha version).
 
 Bucket names follow the service: `<version>#<stream>|<variant>[<params JSON>]` for streams and
 `<version>#<definition>[<params JSON>]` for bucket definitions (versioned ids are on from
