@@ -42,6 +42,7 @@ from papyrus.client.errors import (
     PapyrusClientError,
     SignedOutError,
     SignInError,
+    TransactionTooLargeError,
     TransientError,
 )
 from papyrus.client.provider import AuthProvider, AuthState, PowerSyncService
@@ -92,6 +93,7 @@ __all__ = [
     "Table",
     "TokenResponse",
     "TokenStore",
+    "TransactionTooLargeError",
     "TransientError",
     "UpdateType",
     "UploadResult",

@@ -51,3 +51,23 @@ class SignInError(PapyrusClientError):
 
 class NotFoundError(PapyrusClientError):
     """A local record with the given id does not exist."""
+
+
+class TransactionTooLargeError(PapyrusClientError):
+    """A local transaction queued more for upload than the server accepts in one transaction
+    (or one change larger than one request); it was rolled back, so nothing of it was written."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        operations: int,
+        size_bytes: int,
+        max_operations: int,
+        max_bytes: int,
+    ) -> None:
+        super().__init__(message)
+        self.operations = operations
+        self.size_bytes = size_bytes
+        self.max_operations = max_operations
+        self.max_bytes = max_bytes
