@@ -26,6 +26,7 @@ from papyrus.client import (
 )
 from papyrus.client import limits as client_limits
 from papyrus.client.books import BookRepository
+from papyrus.client.connector import encode_entry
 from tests.client.conftest import eventually
 from tests.client.stack import Stack
 from tests.conftest import LiveServer
@@ -84,15 +85,19 @@ def test_a_transaction_over_the_byte_limit_is_refused_at_commit(
     open_db: Callable[..., PowerSyncDatabase],
 ) -> None:
     database = open_db()
+    description = "d" * 1_800_000
+    fits = client_limits.MAX_QUEUED_BYTES // (len(description) + 1000)
     with pytest.raises(TransactionTooLargeError) as refused:
-        insert_books(database, 40, description="d" * 1_800_000)  # 72 MB in one statement
+        insert_books(database, fits + 1, description=description)  # over the limit in bytes
     error = refused.value
-    assert error.size_bytes > client_limits.MAX_TRANSACTION_BYTES == error.max_bytes
-    assert f"{client_limits.MAX_TRANSACTION_BYTES:,} bytes" in str(error)
+    assert error.operations == fits + 1
+    assert error.size_bytes > client_limits.MAX_QUEUED_BYTES == error.max_bytes
+    assert client_limits.MAX_QUEUED_BYTES < client_limits.MAX_TRANSACTION_BYTES
+    assert f"{client_limits.MAX_QUEUED_BYTES:,} bytes" in str(error)
     assert book_count(database) == 0 and database.upload_queue_size() == 0
 
-    insert_books(database, 30, description="d" * 1_800_000)  # 54 MB: fine
-    assert database.upload_queue_size() == 30
+    insert_books(database, fits, description=description)
+    assert database.upload_queue_size() == fits
 
 
 def test_one_change_larger_than_a_request_is_refused_at_commit(
@@ -107,6 +112,31 @@ def test_one_change_larger_than_a_request_is_refused_at_commit(
     assert refused.value.max_bytes == client_limits.MAX_ENTRY_BYTES
     assert "One change in this transaction" in str(refused.value)
     assert book_count(database) == 0 and database.upload_queue_size() == 0
+
+
+def test_the_commit_check_counts_at_least_what_the_upload_sends(
+    open_db: Callable[..., PowerSyncDatabase],
+) -> None:
+    """Per change, the check counts the core's stored JSON plus ENTRY_OVERHEAD; the upload sends
+    the entry re-encoded with the widest op_id and tx_id. Awkward values included."""
+    database = open_db()
+    with database.write_transaction():
+        for title, position in [
+            ('tab\tnewline\ncontrol\x01\x1f del\x7f quote" backslash\\ slash/', 0.1 + 0.2),
+            ("é 😀 \u2028\u2029 ✓", 1e300),
+            ("plain", 1 / 3),
+            ("zero", -0.0),
+        ]:
+            database.execute(
+                "INSERT INTO books (id, title, current_position, custom_metadata)"
+                " VALUES (uuid(), ?, ?, ?)",
+                (title, position, json.dumps({"k": "é\t", "n": [1.5, None]})),
+            )
+    widest = 2**63 - 1
+    for row in database.get_all("SELECT data FROM ps_crud"):
+        stored = len(row["data"].encode())
+        sent = encode_entry({"op_id": widest, "tx_id": widest, **json.loads(row["data"])})
+        assert len(sent) + 1 <= stored + client_limits.ENTRY_OVERHEAD  # +1: the comma
 
 
 def test_local_only_writes_are_not_limited(open_db: Callable[..., PowerSyncDatabase]) -> None:
@@ -129,6 +159,7 @@ class Network(httpx.BaseTransport):
     def __init__(self) -> None:
         self.inner = httpx.HTTPTransport()
         self.sent: list[tuple[str, int | None]] = []
+        self.part_bytes = 0
         self.fail_before: set[int] = set()
         self.lose_answer: set[int] = set()
 
@@ -136,6 +167,7 @@ class Network(httpx.BaseTransport):
         index = None
         if request.url.path == PARTS:
             index = json.loads(request.content)["index"]
+            self.part_bytes += len(request.content)
         elif request.url.path != ONE_REQUEST:
             return self.inner.handle_request(request)
         self.sent.append((request.url.path, index))
@@ -209,6 +241,26 @@ def test_parts_are_split_by_bytes_too(device: Device, sql) -> None:
     parts = device.network.parts_sent()
     assert parts == list(range(len(parts))) and len(parts) >= 3
     assert sql("SELECT count(*) FROM books") == [(300,)]
+
+
+def test_a_transaction_that_just_passes_the_commit_check_is_accepted_by_the_server(
+    device: Device, sql
+) -> None:
+    """The commit-time check and the server count bytes differently (stored JSON vs part
+    bodies); whatever the first lets through, the second must accept."""
+    description = "Une description, répétée. " * 730  # 19,000 characters, within the server's
+    probe = len(json.dumps({"description": description}, ensure_ascii=False).encode())
+    rows = client_limits.MAX_QUEUED_BYTES // (probe + 250 + client_limits.ENTRY_OVERHEAD)
+    device.add_books(rows, description=description)
+    queued = device.database.get_all(
+        "SELECT sum(length(CAST(data AS BLOB))) + count(*) * ? AS size FROM ps_crud",
+        (client_limits.ENTRY_OVERHEAD,),
+    )[0]["size"]
+    assert client_limits.MAX_QUEUED_BYTES - queued < 2 * probe, "the budget is nearly used up"
+    assert device.upload_all() == []
+    assert sql("SELECT count(*) FROM books") == [(rows,)]
+    assert device.local_rejections() == []
+    assert device.network.part_bytes <= client_limits.MAX_TRANSACTION_BYTES
 
 
 def test_a_small_transaction_still_goes_in_one_request(device: Device, sql) -> None:

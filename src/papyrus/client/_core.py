@@ -243,16 +243,16 @@ class CoreConnection:
             return
         size += count * limits.ENTRY_OVERHEAD
         largest += limits.ENTRY_OVERHEAD
-        if count > limits.MAX_TRANSACTION_OPERATIONS or size > limits.MAX_TRANSACTION_BYTES:
+        if count > limits.MAX_TRANSACTION_OPERATIONS or size > limits.MAX_QUEUED_BYTES:
             raise TransactionTooLargeError(
-                f"This transaction queues {count:,} changes, {_size(size)} to upload; the server "
-                f"accepts at most {limits.MAX_TRANSACTION_OPERATIONS:,} changes and "
-                f"{_size(limits.MAX_TRANSACTION_BYTES)} in one transaction. It was rolled back: "
-                "nothing of it was written. Split it into smaller transactions.",
+                f"This transaction queues {count:,} changes, {_size(size)} to upload; one "
+                f"transaction uploads at most {limits.MAX_TRANSACTION_OPERATIONS:,} changes and "
+                f"{_size(limits.MAX_QUEUED_BYTES)}. It was rolled back: nothing of it was "
+                "written. Split it into smaller transactions.",
                 operations=count,
                 size_bytes=size,
                 max_operations=limits.MAX_TRANSACTION_OPERATIONS,
-                max_bytes=limits.MAX_TRANSACTION_BYTES,
+                max_bytes=limits.MAX_QUEUED_BYTES,
             )
         if largest > limits.MAX_ENTRY_BYTES:
             raise TransactionTooLargeError(

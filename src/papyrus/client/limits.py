@@ -11,14 +11,17 @@ from __future__ import annotations
 MAX_REQUEST_OPERATIONS = 1000
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
 MAX_TRANSACTION_OPERATIONS = 100_000
-MAX_TRANSACTION_BYTES = 64 * 1024 * 1024
+MAX_TRANSACTION_BYTES = 32 * 1024 * 1024
 
 # Room kept in every request for the part envelope around the entries (about 130 bytes).
 PART_ENVELOPE_BYTES = 1024
-# What the commit-time check adds to each queued change's stored JSON: the wire fields the upload
-# adds to it (`op_id`, `tx_id`: at most 56 bytes, and a comma) with room to spare, so that a
-# transaction that passes the check also fits once encoded, part envelopes included (every part
-# holds at least one change, and each change's spare covers an envelope).
-ENTRY_OVERHEAD = 256
-# The largest change one request can carry in a part.
+# The commit-time check counts each queued change as its stored JSON plus what the upload adds
+# to it (`"op_id":n,` and `"tx_id":n,`: at most 59 bytes with the comma between entries; the
+# rest is encoded no longer than the core stores it), and keeps room for the part envelopes of a
+# transaction at the limits (at most about 135 parts). So a transaction that passes the check
+# fits the server's limits once encoded.
+ENTRY_OVERHEAD = 64
+ENVELOPES_RESERVE = 64 * 1024
+MAX_QUEUED_BYTES = MAX_TRANSACTION_BYTES - ENVELOPES_RESERVE
+# The largest change one request can carry, alone in a part.
 MAX_ENTRY_BYTES = MAX_REQUEST_BYTES - PART_ENVELOPE_BYTES

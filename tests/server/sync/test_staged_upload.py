@@ -6,8 +6,10 @@ import json
 import uuid
 from typing import Any
 
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy.exc import OperationalError
 
 from papyrus.server.app import create_app
 from papyrus.server.config import Settings
@@ -124,6 +126,33 @@ def test_a_restart_between_parts_loses_nothing_and_applies_once(
     ids = sorted(e["id"] for e in batch)
     assert [str(r[0]) for r in sql("SELECT id FROM books ORDER BY id::text")] == ids
     assert staged_parts(sql) == 0
+
+
+def test_a_failure_while_applying_leaves_the_parts_staged_and_nothing_applied(
+    client: TestClient, alice: Reader, sql, monkeypatch
+) -> None:
+    """The parts are dropped in the database transaction that applies them: a failure after
+    the writes (here the connection dies) leaves neither the writes nor a gap in the parts."""
+    from papyrus.server.sync import service
+
+    real_apply = service._apply
+
+    async def fail_after_writing(db, user_id, plans):
+        await real_apply(db, user_id, plans)
+        raise OperationalError("COMMIT", {}, psycopg.OperationalError("server closed"))
+
+    monkeypatch.setattr(service, "_apply", fail_after_writing)
+    parts = split(books(1500), MAX_OPERATIONS)
+    upload_id = str(uuid.uuid4())
+    response = send_all(client, alice, upload_id, parts)
+    assert_error(response, 503, "service_unavailable")
+    assert count_books(sql) == 0
+    assert staged_parts(sql) == 1, "part 0 is still staged"
+
+    monkeypatch.setattr(service, "_apply", real_apply)
+    retry = send(client, alice, upload_id, 1, 2, parts[1])  # the same last part, sent again
+    assert retry.json() == {"status": "applied", "applied": 1500}
+    assert count_books(sql) == 1500 and staged_parts(sql) == 0
 
 
 def test_a_lost_answer_to_the_last_part_means_resend_from_part_0_and_one_copy(

@@ -51,14 +51,15 @@ from papyrus.server.sync.validation import MAX_OPERATIONS, InvalidJson, TooManyO
 
 log = logging.getLogger(__name__)
 
-# A whole transaction. 100,000 operations is five times a large library imported in one go; 64 MiB
-# of part bodies is 100,000 books of about 670 bytes of JSON each (a full record with a short
-# description). Assembling a transaction at both limits peaks at roughly 0.6 GB in the API
-# process (bench/big_upload.py measures it); ASSEMBLY_SLOTS bounds how many run at once. The
-# Python client holds the same numbers (papyrus/client/limits.py; a test keeps them equal).
+# A whole transaction. 100,000 operations is five times a large library imported in one go;
+# 32 MiB of part bodies holds 100,000 short records or about 75,000 full ones. The bound is
+# memory: `apply_upload` takes the transaction as one list, and assembling one at these limits
+# adds 250-350 MB to the API process (bench/big_upload.py measures it; 64 MiB would add about
+# 500 MB). ASSEMBLY_SLOTS bounds how many run at once. The Python client holds the same numbers
+# (papyrus/client/limits.py; a test keeps them equal).
 MAX_TRANSACTION_OPERATIONS = 100_000
-MAX_TRANSACTION_BYTES = 64 * 1024 * 1024
-# Parts per upload: far more than the limits above need (100 full parts, or about 64 parts of
+MAX_TRANSACTION_BYTES = 32 * 1024 * 1024
+# Parts per upload: far more than the limits above need (100 full parts, or about 16 parts of
 # 2 MiB), so it only bounds the rows one upload can hold.
 MAX_PARTS = 1000
 MAX_STAGED_UPLOADS = 8
