@@ -43,6 +43,7 @@ from papyrus.client.errors import (
     PendingChangesError,
     SignedOutError,
     SignInError,
+    TransactionTooLargeError,
     TransientError,
 )
 from papyrus.client.provider import (
@@ -102,6 +103,7 @@ __all__ = [
     "Table",
     "TokenResponse",
     "TokenStore",
+    "TransactionTooLargeError",
     "TransientError",
     "UpdateType",
     "UploadResult",

@@ -24,7 +24,8 @@ from typing import Any
 
 import apsw
 
-from papyrus.client.errors import CoreExtensionError
+from papyrus.client import limits
+from papyrus.client.errors import CoreExtensionError, TransactionTooLargeError
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,10 @@ class CrudRow:
     data: dict[str, Any]
 
 
+def _size(size: int) -> str:
+    return f"{size:,} bytes ({size / (1024 * 1024):.1f} MiB)"
+
+
 def _visible_table(internal: str) -> str | None:
     for prefix in ("ps_data_local__", "ps_data__"):
         if internal.startswith(prefix):
@@ -155,6 +160,7 @@ class CoreConnection:
         self.extension = extension or locate_core_extension()
         self.lock = threading.RLock()
         self._depth = 0
+        self._queue_ready = False  # ps_crud exists once powersync_init() has run
         self._listeners: list[ChangeListener] = []
         self._conn = apsw.Connection(self.path)
         try:
@@ -165,6 +171,7 @@ class CoreConnection:
                 self._conn.execute("PRAGMA synchronous=NORMAL").fetchall()
             with self.write():
                 self._scalar("SELECT powersync_init()")
+            self._queue_ready = True
             self._scalar("SELECT powersync_update_hooks('install')")
         except BaseException:
             self._conn.close()
@@ -193,7 +200,11 @@ class CoreConnection:
 
     @contextmanager
     def write(self) -> Iterator[CoreConnection]:
-        """A write transaction (`BEGIN IMMEDIATE`); nested calls join the outer one."""
+        """A write transaction (`BEGIN IMMEDIATE`); nested calls join the outer one.
+
+        Before COMMIT, what the transaction queued for upload is checked against the server's
+        limits (`TransactionTooLargeError`, after a rollback): a transaction the server could
+        never take whole is refused now, while the caller can still act on it."""
         with self.lock:
             if self._depth:
                 self._depth += 1
@@ -205,7 +216,10 @@ class CoreConnection:
             self._conn.execute("BEGIN IMMEDIATE")
             self._depth = 1
             try:
+                queued_before = self._last_crud_id() if self._queue_ready else None
                 yield self
+                if queued_before is not None:
+                    self._check_upload_limits(queued_before)
             except BaseException:
                 self._depth = 0
                 self._conn.execute("ROLLBACK")
@@ -216,6 +230,43 @@ class CoreConnection:
             listeners = list(self._listeners)
         if changed:
             self._notify(changed, listeners)
+
+    def _last_crud_id(self) -> int:
+        return self._scalar("SELECT ifnull(max(id), 0) FROM ps_crud")
+
+    def _check_upload_limits(self, queued_before: int) -> None:
+        """The core gives each SQLite transaction one tx_id, and ps_crud ids only grow: this
+        transaction's queued changes are exactly the rows after `queued_before`."""
+        count, size, largest = self._conn.execute(
+            "SELECT count(*), ifnull(sum(length(CAST(data AS BLOB))), 0),"
+            " ifnull(max(length(CAST(data AS BLOB))), 0) FROM ps_crud WHERE id > ?",
+            (queued_before,),
+        ).fetchall()[0]
+        if not count:
+            return
+        size += count * limits.ENTRY_OVERHEAD
+        largest += limits.ENTRY_OVERHEAD
+        if count > limits.MAX_TRANSACTION_OPERATIONS or size > limits.MAX_QUEUED_BYTES:
+            raise TransactionTooLargeError(
+                f"This transaction queues {count:,} changes, {_size(size)} to upload; one "
+                f"transaction uploads at most {limits.MAX_TRANSACTION_OPERATIONS:,} changes and "
+                f"{_size(limits.MAX_QUEUED_BYTES)}. It was rolled back: nothing of it was "
+                "written. Split it into smaller transactions.",
+                operations=count,
+                size_bytes=size,
+                max_operations=limits.MAX_TRANSACTION_OPERATIONS,
+                max_bytes=limits.MAX_QUEUED_BYTES,
+            )
+        if largest > limits.MAX_ENTRY_BYTES:
+            raise TransactionTooLargeError(
+                f"One change in this transaction is {_size(largest)} to upload; one upload "
+                f"request holds at most {_size(limits.MAX_ENTRY_BYTES)} per change. It was "
+                "rolled back: nothing of it was written. Store less in that row.",
+                operations=count,
+                size_bytes=largest,
+                max_operations=limits.MAX_TRANSACTION_OPERATIONS,
+                max_bytes=limits.MAX_ENTRY_BYTES,
+            )
 
     def _notify(self, changed: list[str], listeners: list[ChangeListener]) -> None:
         tables = frozenset(t for t in map(_visible_table, changed) if t)

@@ -89,7 +89,7 @@ class Rejection:
 
 @dataclass(frozen=True)
 class UploadResult:
-    status: str  # "applied" or "rejected"
+    status: str  # "applied" or "rejected"; "staged" for a part of a staged upload
     applied: int
     rejections: list[Rejection]
 
@@ -119,11 +119,26 @@ class AuthApiClient:
         self.http.close()
 
     def _request(
-        self, method: str, path: str, *, access: str | None = None, json: Any = None
+        self,
+        method: str,
+        path: str,
+        *,
+        access: str | None = None,
+        json: Any = None,
+        content: bytes | None = None,
+        timeout: float | None = None,
     ) -> httpx.Response:
         headers = {"Authorization": f"Bearer {access}"} if access else {}
+        extra: dict[str, Any] = {}
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+            extra["content"] = content
+        if timeout is not None:
+            extra["timeout"] = timeout
         try:
-            resp = self.http.request(method, self.base_url + path, json=json, headers=headers)
+            resp = self.http.request(
+                method, self.base_url + path, json=json, headers=headers, **extra
+            )
         except httpx.TransportError as exc:
             raise TransientError(f"cannot reach the Papyrus API at {self.base_url}: {exc}") from exc
         if resp.status_code >= 500 or resp.status_code == 429:
@@ -187,6 +202,20 @@ class AuthApiClient:
     def upload(self, access: str, batch: list[dict[str, Any]]) -> UploadResult:
         resp = self._request(
             "POST", "/v1/sync/powersync-upload", access=access, json={"batch": batch}
+        )
+        return UploadResult.from_json(resp.json())
+
+    def upload_part(
+        self, access: str, body: bytes, *, timeout: float | None = None
+    ) -> UploadResult:
+        """One part of a staged upload (`body` is the encoded part envelope): status `staged`,
+        or, for the last part, the whole transaction's `applied`/`rejected`."""
+        resp = self._request(
+            "POST",
+            "/v1/sync/powersync-upload/parts",
+            access=access,
+            content=body,
+            timeout=timeout,
         )
         return UploadResult.from_json(resp.json())
 
@@ -481,6 +510,9 @@ class AuthRepository:
 
     def upload_powersync_batch(self, batch: list[dict[str, Any]]) -> UploadResult:
         return self.authorized(lambda access: self.api.upload(access, batch))
+
+    def upload_powersync_part(self, body: bytes, *, timeout: float | None = None) -> UploadResult:
+        return self.authorized(lambda access: self.api.upload_part(access, body, timeout=timeout))
 
     def server_rejections(self) -> list[dict[str, Any]]:
         return self.authorized(self.api.rejections)

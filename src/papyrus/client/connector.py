@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from papyrus.client import limits
 from papyrus.client.auth import AuthRepository, Rejection, UploadResult
 from papyrus.client.crud import CrudTransaction
-from papyrus.client.errors import ApiError, SignedOutError
+from papyrus.client.errors import ApiError, SignedOutError, TransientError
 
 if TYPE_CHECKING:
     from papyrus.client.database import PowerSyncDatabase
@@ -45,11 +47,16 @@ class BackendConnector(Protocol):
 
 class PapyrusConnector:
     """Gets sync tokens from `POST /v1/auth/powersync-token` and uploads each queued
-    transaction to `POST /v1/sync/powersync-upload`; rejections are kept locally."""
+    transaction to `POST /v1/sync/powersync-upload`, or, when it exceeds one request's limits,
+    in parts to `POST /v1/sync/powersync-upload/parts` (a staged upload the server applies as
+    one transaction). Rejections are kept locally."""
 
     def __init__(self, auth: AuthRepository, powersync_url: str) -> None:
         self.auth = auth
         self.powersync_url = powersync_url.rstrip("/")
+        # The staged upload in flight and the next part it needs, so that after a failed part
+        # the retry resumes there instead of resending the parts the server already holds.
+        self._resume: tuple[uuid.UUID, int] | None = None
 
     def fetch_credentials(self) -> Credentials | None:
         try:
@@ -64,12 +71,15 @@ class PapyrusConnector:
         if tx is None:
             return
         batch = [entry.to_json() for entry in tx.crud]
+        parts = split_into_parts([encode_entry(entry) for entry in batch])
         try:
-            result = self.auth.upload_powersync_batch(batch)
+            if len(parts) == 1:
+                result = self.auth.upload_powersync_batch(batch)
+            else:
+                result = self._upload_in_parts(database, tx, parts)
         except ApiError as exc:
             # A 4xx other than 401 will fail the same way forever: record it and move on, so
             # one bad write cannot block every later one (and every download) for good.
-            log.warning("upload refused with %s: %s", exc.status_code, exc.message)
             rejections = [Rejection(e.client_id, e.id, exc.code, exc.message) for e in tx.crud]
             result = UploadResult("rejected", 0, rejections)
         with database.write_transaction():
@@ -77,19 +87,116 @@ class PapyrusConnector:
                 record_rejections(database, tx, result)
             tx.complete()
 
+    def _upload_in_parts(
+        self, database: PowerSyncDatabase, tx: CrudTransaction, parts: list[list[bytes]]
+    ) -> UploadResult:
+        """Sends the parts in order; the last one's answer is the whole transaction's. Failures
+        raise (the sync loop retries, resuming at the failed part); when the server no longer
+        holds the earlier parts, the whole transaction is sent again from part 0, once."""
+        upload_id = staged_upload_id(database.client_id(), tx)
+        resume = self._resume
+        index = resume[1] if resume is not None and resume[0] == upload_id else 0
+        restarted = False
+        while True:
+            last = index == len(parts) - 1
+            body = encode_part(upload_id, index, len(parts), tx.transaction_id, parts[index])
+            try:
+                result = self.auth.upload_powersync_part(
+                    body, timeout=LAST_PART_TIMEOUT if last else None
+                )
+            except ApiError as exc:
+                if exc.code not in _RESTART_CODES:
+                    self._resume = None
+                    raise
+                if restarted:
+                    raise TransientError(
+                        f"the server lost the staged parts of transaction {tx.transaction_id} "
+                        f"again ({exc.code}); it will be sent again later"
+                    ) from exc
+                log.info("staged upload %s: %s, sending it again from part 0", upload_id, exc.code)
+                restarted, index = True, 0
+                continue
+            if result.status != "staged":
+                self._resume = None
+                return result
+            index += 1
+            self._resume = (upload_id, index)
+
+
+# Answers to a part that mean "send the whole transaction again, from part 0".
+_RESTART_CODES = frozenset({"upload_parts_missing", "upload_part_mismatch"})
+# The last part of a staged upload makes the server apply the whole transaction (up to
+# MAX_TRANSACTION_OPERATIONS changes), possibly after waiting for another assembly to finish.
+LAST_PART_TIMEOUT = 300.0
+
+
+def encode_entry(entry: dict[str, Any]) -> bytes:
+    """A CRUD entry as it goes on the wire (the encoding httpx uses for `json=`)."""
+    try:
+        return json.dumps(entry, ensure_ascii=False, separators=(",", ":")).encode()
+    except UnicodeEncodeError:  # a lone surrogate: escaped, it is still valid JSON
+        return json.dumps(entry, separators=(",", ":")).encode()
+
+
+def split_into_parts(encoded: list[bytes]) -> list[list[bytes]]:
+    """Consecutive runs of entries, each within one request's limits (entry count and bytes)."""
+    budget = limits.MAX_REQUEST_BYTES - limits.PART_ENVELOPE_BYTES
+    parts: list[list[bytes]] = []
+    current: list[bytes] = []
+    size = 0
+    for entry in encoded:
+        cost = len(entry) + 1  # and a comma
+        if current and (len(current) == limits.MAX_REQUEST_OPERATIONS or size + cost > budget):
+            parts.append(current)
+            current, size = [], 0
+        current.append(entry)
+        size += cost
+    if current:
+        parts.append(current)
+    return parts
+
+
+def encode_part(
+    upload_id: uuid.UUID, index: int, count: int, tx_id: int | None, entries: list[bytes]
+) -> bytes:
+    head = json.dumps(
+        {"upload_id": str(upload_id), "index": index, "count": count, "tx_id": tx_id},
+        separators=(",", ":"),
+    )
+    return head[:-1].encode() + b',"batch":[' + b",".join(entries) + b"]}"
+
+
+def staged_upload_id(client_id: str, tx: CrudTransaction) -> uuid.UUID:
+    """The same for every attempt at one queued transaction, even across restarts, so a retry
+    replaces the server's earlier parts instead of leaving an abandoned upload behind."""
+    first, last = tx.crud[0].client_id, tx.crud[-1].client_id
+    name = f"papyrus-staged-upload:{client_id}:{tx.transaction_id}:{first}:{last}:{len(tx.crud)}"
+    return uuid.uuid5(uuid.NAMESPACE_URL, name)
+
 
 def record_rejections(
     database: PowerSyncDatabase, tx: CrudTransaction, result: UploadResult
 ) -> None:
-    """Keeps the server's verdicts in the local-only `upload_rejections` table."""
+    """Keeps the server's verdicts in the local-only `upload_rejections` table (one log line
+    per transaction, however many of its changes were refused)."""
     by_op = {e.client_id: e for e in tx.crud}
     rejections = result.rejections or [
         Rejection(e.client_id, e.id, "rejected", "the server rejected this change") for e in tx.crud
     ]
+    first = rejections[0]
+    log.warning(
+        "upload rejected: transaction %s (%d changes) was not applied; %d rejection(s) recorded "
+        "in upload_rejections, the first: %s: %s (%s)",
+        tx.transaction_id,
+        len(tx.crud),
+        len(rejections),
+        first.code,
+        first.message,
+        first.id,
+    )
     now = datetime.now(UTC).isoformat(timespec="seconds")
     for r in rejections:
         entry = by_op.get(r.op_id) if r.op_id is not None else None
-        log.warning("upload rejected: %s %s (%s)", r.code, r.message, r.id)
         database.execute(
             "INSERT INTO upload_rejections"
             " (id, op_id, row_id, row_type, op, code, message, rejected_at)"

@@ -100,6 +100,10 @@ class PowerSyncDatabase:
     def core_version(self) -> str:
         return self._core.version
 
+    def client_id(self) -> str:
+        """This database's PowerSync client id (stable until the database is cleared)."""
+        return self._core.client_id()
+
     # -- SQL ------------------------------------------------------------------------------
 
     def execute(self, sql: str, params: Params = ()) -> list[Row]:
@@ -115,7 +119,10 @@ class PowerSyncDatabase:
 
     @contextmanager
     def write_transaction(self) -> Iterator[PowerSyncDatabase]:
-        """Groups writes into one transaction: they upload together as one CrudTransaction."""
+        """Groups writes into one transaction: they upload together as one CrudTransaction.
+
+        Raises `TransactionTooLargeError` (and rolls back) when the changes it queues exceed
+        what the server accepts in one transaction; see `papyrus.client.limits`."""
         with self._core.write():
             yield self
 

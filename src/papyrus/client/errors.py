@@ -67,3 +67,23 @@ class PendingChangesError(PapyrusClientError):
         )
         self.count = count
         self.owner_email = owner_email
+
+
+class TransactionTooLargeError(PapyrusClientError):
+    """A local transaction queued more for upload than the server accepts in one transaction
+    (or one change larger than one request); it was rolled back, so nothing of it was written."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        operations: int,
+        size_bytes: int,
+        max_operations: int,
+        max_bytes: int,
+    ) -> None:
+        super().__init__(message)
+        self.operations = operations
+        self.size_bytes = size_bytes
+        self.max_operations = max_operations
+        self.max_bytes = max_bytes

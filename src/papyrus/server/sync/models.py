@@ -20,6 +20,7 @@ from sqlalchemy import (
     ForeignKey,
     Identity,
     Integer,
+    LargeBinary,
     String,
     Text,
     func,
@@ -111,4 +112,27 @@ class SyncRejection(Base):
     message: Mapped[str] = mapped_column(String(2000), nullable=False)
     created_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+
+class SyncUploadPart(Base):
+    """One part of a client transaction too large for one request, staged until its last part
+    arrives (see sync/staging.py). `body` is the part's request body exactly as received."""
+
+    __tablename__ = "sync_upload_parts"
+    __table_args__ = (
+        CheckConstraint("part_index >= 0 AND part_index < part_count", name="part_index_range"),
+    )
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        UUID(as_uuid=True), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    upload_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    part_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    part_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    tx_id: Mapped[int | None] = mapped_column(BigInteger)
+    entry_count: Mapped[int] = mapped_column(Integer, nullable=False)
+    body: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False, index=True
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 
 from papyrus.server.accounts.dependencies import CallerDep, DbDep
 from papyrus.server.errors import (
@@ -13,8 +13,9 @@ from papyrus.server.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from papyrus.server.sync import service
+from papyrus.server.sync import service, staging
 from papyrus.server.sync.schemas import (
+    PartStaged,
     RejectionList,
     RejectionPublic,
     UploadRejection,
@@ -45,6 +46,43 @@ async def powersync_upload(request: Request, caller: CallerDep, db: DbDep) -> Up
     either way the client is done with the transaction. 5xx means retry later."""
     body = await read_body(request, MAX_BODY_BYTES)
     result = await service.apply_upload(db, caller.user.id, parse_batch(body))
+    return _upload_response(result)
+
+
+@router.post(
+    "/powersync-upload/parts",
+    response_model_exclude_unset=True,
+    responses={
+        202: {"model": PartStaged},
+        400: {"model": ErrorResponse},
+        409: {"model": ErrorResponse},
+        413: {"model": ErrorResponse},
+        415: {"model": ErrorResponse},
+        429: {"model": ErrorResponse},
+        503: {"model": ErrorResponse},
+    },
+)
+async def powersync_upload_part(
+    request: Request, response: Response, caller: CallerDep, db: DbDep
+) -> UploadResponse | PartStaged:
+    """One part of a client transaction too large for one request: `{"upload_id", "index",
+    "count", "tx_id", "batch"}`, sent in order from index 0, each part within the one-request
+    limits. 202 `staged` until the last part, which answers for the whole transaction like
+    `/powersync-upload`. 409 `upload_parts_missing`: resend from part 0 (see sync/staging.py)."""
+    body = await read_body(request, MAX_BODY_BYTES)
+    outcome = await staging.receive_part(db, caller.user.id, staging.parse_part(body))
+    if isinstance(outcome, staging.Staged):
+        response.status_code = 202
+        return PartStaged(
+            status="staged",
+            upload_id=outcome.upload_id,
+            received=outcome.index + 1,
+            count=outcome.count,
+        )
+    return _upload_response(outcome)
+
+
+def _upload_response(result: service.UploadResult) -> UploadResponse:
     rejections = [
         UploadRejection(op_id=r.op_id, id=r.row_id, code=r.code, message=r.message)
         for r in result.rejections

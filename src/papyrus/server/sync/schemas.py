@@ -28,6 +28,15 @@ class UploadResponse(BaseModel):
     rejections: list[UploadRejection] | None = None
 
 
+class PartStaged(BaseModel):
+    """A part of a staged upload was stored; send the next one (`received` parts so far)."""
+
+    status: Literal["staged"]
+    upload_id: uuid.UUID
+    received: int
+    count: int
+
+
 class RejectionPublic(BaseModel):
     id: int
     upload_id: uuid.UUID
