@@ -33,7 +33,7 @@ from papyrus.client.books import (
 from papyrus.client.config import PapyrusApiConfig
 from papyrus.client.connector import BackendConnector, Credentials, PapyrusConnector
 from papyrus.client.crud import CrudBatch, CrudEntry, CrudTransaction, UpdateType
-from papyrus.client.database import PowerSyncDatabase, Watch
+from papyrus.client.database import AsyncWatch, PowerSyncDatabase, UploadQueueStats, Watch
 from papyrus.client.errors import (
     ApiError,
     CoreExtensionError,
@@ -53,6 +53,7 @@ __all__ = [
     "ACCOUNT_SCHEMA",
     "GUEST_SCHEMA",
     "ApiError",
+    "AsyncWatch",
     "AuthApiClient",
     "AuthProvider",
     "AuthRepository",
@@ -94,6 +95,7 @@ __all__ = [
     "TokenStore",
     "TransientError",
     "UpdateType",
+    "UploadQueueStats",
     "UploadResult",
     "User",
     "Watch",

@@ -23,8 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import apsw
+import apsw.ext
 
-from papyrus.client.errors import CoreExtensionError
+from papyrus.client.errors import CoreExtensionError, PapyrusClientError
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,10 @@ class CoreConnection:
         self.extension = extension or locate_core_extension()
         self.lock = threading.RLock()
         self._depth = 0
+        self._reading = False  # inside read(): writes are refused
         self._listeners: list[ChangeListener] = []
+        self._data_version: int | None = None  # last PRAGMA data_version seen by the poller
+        self._crud_mark: tuple[int | None, int] | None = None
         self._conn = apsw.Connection(self.path)
         try:
             self.version = load_core_extension(self._conn, self.extension)
@@ -192,6 +196,8 @@ class CoreConnection:
     def write(self) -> Iterator[CoreConnection]:
         """A write transaction (`BEGIN IMMEDIATE`); nested calls join the outer one."""
         with self.lock:
+            if self._reading:
+                raise PapyrusClientError("cannot write inside read_transaction()")
             if self._depth:
                 self._depth += 1
                 try:
@@ -345,3 +351,127 @@ class CoreConnection:
                 "SELECT powersync_control('target_checkpoint_request_id', ?)", (checkpoint,)
             )
             return True
+
+    def crud_stats(self, include_size: bool = False) -> tuple[int, int | None]:
+        """Entries waiting to upload and, when asked, the bytes of their data (as the JS SDK
+        counts them: the length of each entry's JSON)."""
+        with self.lock:
+            if include_size:
+                row = self._conn.execute(
+                    "SELECT count(*), COALESCE(sum(length(data)), 0) FROM ps_crud"
+                ).fetchall()[0]
+                return int(row[0]), int(row[1])
+            return int(self._scalar("SELECT count(*) FROM ps_crud")), None
+
+    # -- read transactions --------------------------------------------------------------------
+
+    @contextmanager
+    def read(self) -> Iterator[CoreConnection]:
+        """A read transaction: every query inside sees one snapshot; writes are refused.
+
+        Inside `write()` it simply joins the write transaction."""
+        with self.lock:
+            if self._depth or self._reading:
+                yield self
+                return
+            self._conn.execute("BEGIN DEFERRED")
+            self._conn.execute("PRAGMA query_only = 1")
+            self._reading = True
+            try:
+                yield self
+            finally:
+                self._reading = False
+                self._conn.execute("PRAGMA query_only = 0")
+                self._conn.execute("COMMIT")
+
+    def execute_many(self, sql: str, rows: list[tuple[Any, ...] | dict[str, Any]]) -> None:
+        """One statement for each parameter set, in one write transaction."""
+        with self.write():
+            self._conn.cursor().executemany(sql, rows)
+
+    # -- which tables a query reads (EXPLAIN) ---------------------------------------------
+
+    def resolve_tables(self, sql: str, params: Params = ()) -> frozenset[str]:
+        """The tables `sql` reads, as SQLite itself compiled it: the root pages its `OpenRead`
+        opcodes open, mapped through `sqlite_schema` (an index counts as its table) and from the
+        core's `ps_data__*` tables to the names change notifications use. This is how the
+        official SDKs find a watched query's tables. An unknown table or column raises here."""
+        with self.lock:
+            info = apsw.ext.query_info(self._conn, sql, params, explain=True)
+            if info.query_remaining and info.query_remaining.strip(" \t\r\n;"):
+                raise ValueError("watch one SQL statement at a time")
+            pages = {
+                op.p2
+                for op in info.explain or []
+                if op.opcode == "OpenRead" and op.p3 == 0  # p3 = 0: the main database
+            }
+            if not pages:
+                return frozenset()
+            marks = ", ".join("?" for _ in pages)
+            rows = self._conn.execute(
+                f"SELECT DISTINCT tbl_name FROM sqlite_schema WHERE rootpage IN ({marks})",
+                tuple(pages),
+            ).fetchall()
+        return frozenset(_watch_name(r[0]) for r in rows)
+
+    # -- commits by other connections (other processes) -----------------------------------
+
+    def poll_external_changes(self) -> bool:
+        """Notifies listeners if another connection committed since the last call.
+
+        `PRAGMA data_version` changes only for commits made by other connections, so this
+        never reports our own writes twice. The tables another process touched are unknown,
+        so every table counts as changed; the upload queue counts as changed when its
+        sequence or size moved. Returns whether anything was reported."""
+        with self.lock:
+            if self._depth or self._reading:
+                return False  # our own transaction is open; look again next time
+            version = self._scalar("PRAGMA data_version")
+            if version == self._data_version:
+                return False
+            first = self._data_version is None
+            self._data_version = version
+            mark = self._crud_mark_now()
+            crud = mark != self._crud_mark
+            self._crud_mark = mark
+            if first:
+                return False
+            tables = frozenset(
+                t
+                for (name,) in self._conn.execute(
+                    "SELECT name FROM sqlite_schema WHERE type = 'table'"
+                ).fetchall()
+                if (t := _visible_table(name))
+            )
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(tables, crud)
+            except Exception:
+                log.exception("a change listener failed")
+        return True
+
+    def _crud_mark_now(self) -> tuple[int | None, int]:
+        seq = self._scalar("SELECT seq FROM sqlite_sequence WHERE name = 'ps_crud'")
+        return seq, self._scalar("SELECT count(*) FROM ps_crud")
+
+    def write_gate(self) -> tuple[int, bool, int | None]:
+        """What another process can know about the upload gate, from the shared database:
+        queued entries, whether uploaded writes still wait for their write checkpoint
+        (target = i64::MAX), and the full sync's `last_synced_at` (µs)."""
+        with self.read():
+            count = int(self._scalar("SELECT count(*) FROM ps_crud"))
+            target = self._scalar(
+                "SELECT CAST(value AS TEXT) FROM ps_kv WHERE key = 'target_checkpoint_request_id'"
+            )
+            status = json.loads(self._scalar("SELECT powersync_offline_sync_status()"))
+        last = None
+        for entry in status.get("priority_status") or []:
+            if entry.get("priority") == 2147483647:
+                last = entry.get("last_synced_at")
+        return count, target == _NO_TARGET, last
+
+
+def _watch_name(internal: str) -> str:
+    """The name change notifications use for a table (`ps_crud` stays itself)."""
+    return _visible_table(internal) or internal
