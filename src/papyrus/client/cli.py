@@ -55,7 +55,15 @@ def _client(*, verify: bool = False) -> Iterator[AuthProvider]:
 def _saved_note(app: AuthProvider) -> None:
     if app.state is AuthState.SIGNED_IN:
         queued = app.database.upload_queue_size()
-        console.print(f"[dim]{queued} change(s) waiting to upload: run `papyrus sync now`.[/dim]")
+        owner = app.database.sync_owner_pid
+        if owner is not None:
+            console.print(
+                f"[dim]{queued} change(s) waiting to upload; process {owner} is syncing them.[/dim]"
+            )
+        else:
+            console.print(
+                f"[dim]{queued} change(s) waiting to upload: run `papyrus sync now`.[/dim]"
+            )
 
 
 # -- accounts -------------------------------------------------------------------------------
@@ -312,6 +320,12 @@ def books_watch(
     with _client(verify=sync) as app:
         if sync and app.state is AuthState.SIGNED_IN:
             app.powersync.connect()
+            owner = app.database.sync_owner_pid
+            if owner is not None:
+                err_console.print(
+                    f"[dim]Another process (pid {owner}) is syncing this database; "
+                    "showing its changes.[/dim]"
+                )
         with app.library.watch() as watch:
             try:
                 for shown, books in enumerate(watch, start=1):
@@ -336,6 +350,8 @@ def _ago(moment: datetime | None) -> str:
 def _status_rows(table: Table, db: PowerSyncDatabase) -> None:
     s = db.status
     table.add_row("Connected", "yes" if s.connected else "no")
+    if db.sync_owner_pid is not None:
+        table.add_row("Synced by", f"process {db.sync_owner_pid}")
     table.add_row("Last synced", _ago(s.last_synced_at))
     table.add_row("Upload queue", str(db.upload_queue_size()))
     if s.download_progress and s.downloading:
@@ -372,7 +388,12 @@ def sync_now(
         db = app.database
         app.powersync.connect()
         try:
-            synced = _run_with_progress(db, timeout)
+            owner = db.sync_owner_pid
+            if owner is None:
+                synced = _run_with_progress(db, timeout)
+            else:
+                console.print(f"Another process (pid {owner}) is syncing this database.")
+                synced = _follow_owner(db, timeout)
         finally:
             app.powersync.disconnect()
         if not synced:
@@ -405,6 +426,34 @@ def _run_with_progress(db: PowerSyncDatabase, timeout: float) -> bool:
                     return True
             else:
                 quiet_since = None
+            time.sleep(0.05)
+    return False
+
+
+def _follow_owner(db: PowerSyncDatabase, timeout: float) -> bool:
+    """`sync now` while another process drives sync: wait, through the shared database, until
+    every local write is uploaded and a checkpoint including them has been applied, and the
+    owner is connected and not mid-download. If the owner goes away, this process takes over
+    (the database does that) and the same conditions still tell when it is done."""
+    deadline = time.monotonic() + timeout
+    unset = object()
+    frozen_at: object = unset  # last_synced_at while writes were pending (it cannot move then)
+    with Progress(
+        TextColumn("{task.description}"),
+        console=console,
+        transient=True,
+        disable=not sys.stdout.isatty(),
+    ) as bar:
+        task = bar.add_task("Waiting for the syncing process", total=None)
+        while time.monotonic() < deadline:
+            pending, last_synced = db.local_writes_pending()
+            s = db.status
+            caught_up = s.connected and s.has_synced and not s.downloading
+            if pending:
+                frozen_at = last_synced
+                bar.update(task, description=f"Uploading {s.upload_queue_size} change(s)")
+            elif caught_up and (frozen_at is unset or last_synced != frozen_at):
+                return True
             time.sleep(0.05)
     return False
 
