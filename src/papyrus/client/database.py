@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
+import apsw
+
 from papyrus.client._core import CoreConnection, Params, Row, locate_core_extension
 from papyrus.client._interprocess import StatusFile, SyncLock, merge_live, pid_alive
 from papyrus.client.crud import CrudBatch, CrudEntry, CrudTransaction
-from papyrus.client.errors import NotFoundError
+from papyrus.client.errors import LocalDatabaseError, NotFoundError
 from papyrus.client.schema import Schema
 from papyrus.client.sync import StatusTracker, StreamingSync, SyncOptions, SyncStatus
 
@@ -167,8 +169,16 @@ class PowerSyncDatabase:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = str(path)
         self.schema = schema
-        self._core = CoreConnection(path, locate_core_extension(core_extension))
-        self._core.replace_schema(schema.to_json_text())
+        extension = locate_core_extension(core_extension)
+        try:
+            self._core = CoreConnection(path, extension)
+        except apsw.Error as exc:
+            raise LocalDatabaseError(f"cannot open the local database {path}: {exc}") from exc
+        try:
+            self._core.replace_schema(schema.to_json_text())
+        except BaseException:
+            self._core.close()
+            raise
         self._sync: StreamingSync | None = None
         self._connection: tuple[BackendConnector, SyncOptions] | None = None
         self._sync_lock = threading.RLock()
