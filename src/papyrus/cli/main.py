@@ -306,7 +306,7 @@ def _supervise(children: list[subprocess.Popen[bytes]]) -> None:
             time.sleep(0.2)
         for child in children:
             if child.returncode not in (None, 0):
-                name = "the API" if "serve" in child.args else "the sync service"
+                name = "the API" if child is children[0] else "the sync service"
                 _die("dev", f"{name} exited with status {child.returncode} (see the log above)")
     except KeyboardInterrupt:
         pass

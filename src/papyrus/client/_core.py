@@ -357,11 +357,11 @@ class CoreConnection:
         counts them: the length of each entry's JSON)."""
         with self.lock:
             if include_size:
-                row = self._conn.execute(
+                count, size = self._conn.execute(
                     "SELECT count(*), COALESCE(sum(length(data)), 0) FROM ps_crud"
                 ).fetchall()[0]
-                return int(row[0]), int(row[1])
-            return int(self._scalar("SELECT count(*) FROM ps_crud")), None
+                return _int(count), _int(size)
+            return _int(self._scalar("SELECT count(*) FROM ps_crud")), None
 
     # -- read transactions --------------------------------------------------------------------
 
@@ -412,7 +412,7 @@ class CoreConnection:
                 f"SELECT DISTINCT tbl_name FROM sqlite_schema WHERE rootpage IN ({marks})",
                 tuple(pages),
             ).fetchall()
-        return frozenset(_watch_name(r[0]) for r in rows)
+        return frozenset(_watch_name(str(r[0])) for r in rows)
 
     # -- commits by other connections (other processes) -----------------------------------
 
@@ -441,7 +441,7 @@ class CoreConnection:
                 for (name,) in self._conn.execute(
                     "SELECT name FROM sqlite_schema WHERE type = 'table'"
                 ).fetchall()
-                if (t := _visible_table(name))
+                if (t := _visible_table(str(name)))
             )
             listeners = list(self._listeners)
         for listener in listeners:
@@ -460,7 +460,7 @@ class CoreConnection:
         queued entries, whether uploaded writes still wait for their write checkpoint
         (target = i64::MAX), and the full sync's `last_synced_at` (µs)."""
         with self.read():
-            count = int(self._scalar("SELECT count(*) FROM ps_crud"))
+            count = _int(self._scalar("SELECT count(*) FROM ps_crud"))
             target = self._scalar(
                 "SELECT CAST(value AS TEXT) FROM ps_kv WHERE key = 'target_checkpoint_request_id'"
             )
@@ -470,6 +470,10 @@ class CoreConnection:
             if entry.get("priority") == 2147483647:
                 last = entry.get("last_synced_at")
         return count, target == _NO_TARGET, last
+
+
+def _int(value: Any) -> int:
+    return int(value or 0)
 
 
 def _watch_name(internal: str) -> str:

@@ -128,15 +128,15 @@ def _password(from_stdin: bool, *, confirm: bool = False) -> str:
     """From stdin (`--password-stdin`), `PAPYRUS_PASSWORD`, or a hidden prompt; never from the
     command line, where other users and the shell history would see it."""
     if from_stdin:
-        password = sys.stdin.readline().rstrip("\r\n")
-        if not password:
+        line = sys.stdin.readline().rstrip("\r\n")
+        if not line:
             raise PapyrusClientError("--password-stdin: standard input held no password")
-        return password
+        return line
     from_env = os.environ.get("PAPYRUS_PASSWORD")
     if from_env:
         return from_env
-    password: str = typer.prompt("Password", hide_input=True, confirmation_prompt=confirm)
-    return password
+    typed: str = typer.prompt("Password", hide_input=True, confirmation_prompt=confirm)
+    return typed
 
 
 def _saved_note(app: AuthProvider) -> None:
