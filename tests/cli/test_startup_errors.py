@@ -28,10 +28,12 @@ def busy_port() -> Iterator[int]:
         yield sock.getsockname()[1]
 
 
-def papyrus(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def papyrus(
+    tmp_path: Path, *args: str, data_dir: Path | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "DATA_DIR")}
     return subprocess.run(
-        [*PAPYRUS, *args, "--data-dir", str(tmp_path / "data")],
+        [*PAPYRUS, *args, "--data-dir", str(data_dir or tmp_path / "data")],
         env={**clean, **env},
         cwd=tmp_path,  # no .env file here
         capture_output=True,
@@ -76,3 +78,8 @@ def test_a_bad_setting_is_one_line(tmp_path: Path) -> None:
     unreachable = "postgresql://papyrus:x@127.0.0.1:1/papyrus"
     line = one_line_error(papyrus(tmp_path, "serve", "--port", port, DATABASE_URL=unreachable))
     assert line.startswith("papyrus serve: cannot use the database:")
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    line = one_line_error(papyrus(tmp_path, "serve", "--port", port, data_dir=a_file / "data"))
+    assert line.startswith("papyrus serve: cannot use") and "Not a directory" in line

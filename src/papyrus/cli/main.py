@@ -54,6 +54,7 @@ def _die(command: str, message: str) -> NoReturn:
 def _startup_errors(command: str) -> Iterator[None]:
     """Configuration mistakes and start-up failures of the server commands become one line on
     stderr and exit code 1, not a traceback."""
+    from psycopg import OperationalError as PsycopgOperationalError
     from pydantic import ValidationError
     from sqlalchemy.exc import OperationalError as SqlAlchemyOperationalError
 
@@ -70,6 +71,11 @@ def _startup_errors(command: str) -> Iterator[None]:
         _die(command, "invalid configuration: " + "; ".join(problems))
     except SqlAlchemyOperationalError as exc:
         _die(command, f"cannot use the database: {_first_line(exc.orig or exc)}")
+    except PsycopgOperationalError as exc:
+        _die(command, f"cannot use the database: {_first_line(exc)}")
+    except subprocess.CalledProcessError as exc:  # the embedded PostgreSQL's tools logged why
+        tool = Path(str(exc.cmd[0] if isinstance(exc.cmd, list) else exc.cmd)).name
+        _die(command, f"{tool} failed with status {exc.returncode} (see its output above)")
     except KeyConfigError as exc:
         _die(command, _first_line(exc))
     except RuntimeError as exc:  # e.g. pg_ctl failed: its message carries the server log
