@@ -73,8 +73,8 @@ def test_a_watching_process_sees_and_uploads_another_process_writes(
 
         out = papyrus(env, "books", "add", "Written elsewhere")
         assert f"process {watcher.pid} is syncing them" in out
-        eventually(lambda: "Written elsewhere" in watcher.stdout)  # the watch saw it
-        eventually(lambda: stack.sql("SELECT title FROM books") == [("Written elsewhere",)])
+        eventually(lambda: "Written elsewhere" in watcher.stdout, 30)  # the watch saw it
+        eventually(lambda: stack.sql("SELECT title FROM books") == [("Written elsewhere",)], 30)
 
         papyrus(env, "books", "add", "Then synced")
         out = papyrus(env, "sync", "now", "--timeout", "60")
@@ -102,15 +102,15 @@ def test_two_syncing_processes_run_one_sync_loop_and_the_second_takes_over(
         assert len(streams) == 1
 
         papyrus(env, "books", "add", "Seen by both")
-        eventually(lambda: "Seen by both" in first.stdout and "Seen by both" in second.stdout)
-        eventually(lambda: stack.sql("SELECT title FROM books") == [("Seen by both",)])
+        eventually(lambda: "Seen by both" in first.stdout and "Seen by both" in second.stdout, 30)
+        eventually(lambda: stack.sql("SELECT title FROM books") == [("Seen by both",)], 30)
         assert len(streams) == 1
 
         assert first.interrupt() == 0, first.stderr
         eventually(lambda: synced_by(env, second.pid) and len(streams) == 2, timeout=30)
         papyrus(env, "books", "add", "After the take-over")
-        eventually(lambda: ("After the take-over",) in stack.sql("SELECT title FROM books"))
-        eventually(lambda: "After the take-over" in second.stdout)
+        eventually(lambda: ("After the take-over",) in stack.sql("SELECT title FROM books"), 30)
+        eventually(lambda: "After the take-over" in second.stdout, 30)
         published = owner_status(env)
         assert published is not None and published[1].last_error is None
     finally:

@@ -36,7 +36,9 @@ from papyrus.client.crud import CrudBatch, CrudEntry, CrudTransaction, UpdateTyp
 from papyrus.client.database import AsyncWatch, PowerSyncDatabase, UploadQueueStats, Watch
 from papyrus.client.errors import (
     ApiError,
+    ConfigurationError,
     CoreExtensionError,
+    LocalDatabaseError,
     NotFoundError,
     OfflineModeError,
     PapyrusClientError,
@@ -64,6 +66,7 @@ __all__ = [
     "BookRepository",
     "BookSort",
     "Column",
+    "ConfigurationError",
     "CoreExtensionError",
     "Credentials",
     "CrudBatch",
@@ -73,6 +76,7 @@ __all__ = [
     "FileBackend",
     "Index",
     "KeyringBackend",
+    "LocalDatabaseError",
     "LoopbackReceiver",
     "NotFoundError",
     "OfflineModeError",
