@@ -213,11 +213,23 @@ def test_one_sync_loop_per_database_file_and_the_other_follows(
     assert other.sync_owner_pid == os.getpid()
     eventually(lambda: other.status.connected and other.status.has_synced)
 
+    assert not other.local_writes_pending()
+    notify = service._notify
+    service._notify = lambda user: None  # type: ignore[method-assign]  # hold checkpoints back
     with BookRepository(owner, USER).watch() as watch:
         assert watch.next(timeout=5) == []
         BookRepository(other, USER).add("Written by the follower")
+        assert other.local_writes_pending()
         assert [b.title for b in watch.next(timeout=5)] == ["Written by the follower"]
+    # Uploaded by the owner and its write checkpoint requested, but no checkpoint came back:
+    # seen from the follower's connection, the round trip is not over yet.
     eventually(lambda: [r["title"] for r in service.rows.values()] == ["Written by the follower"])
+    target = "SELECT value FROM ps_kv WHERE key = 'target_checkpoint_request_id'"
+    eventually(lambda: other.get_all(target) == [{"value": 1}])
+    assert other.local_writes_pending()
+    service._notify = notify  # type: ignore[method-assign]
+    notify(USER)
+    eventually(lambda: not other.local_writes_pending())
     eventually(lambda: other.status.upload_queue_size == 0)
     service.put(USER, "books", "s1", {"title": "From the server"})
     eventually(lambda: "From the server" in titles(other))

@@ -455,21 +455,26 @@ class CoreConnection:
         seq = self._scalar("SELECT seq FROM sqlite_sequence WHERE name = 'ps_crud'")
         return seq, self._scalar("SELECT count(*) FROM ps_crud")
 
-    def write_gate(self) -> tuple[int, bool, int | None]:
-        """What another process can know about the upload gate, from the shared database:
-        queued entries, whether uploaded writes still wait for their write checkpoint
-        (target = i64::MAX), and the full sync's `last_synced_at` (µs)."""
-        with self.read():
-            count = _int(self._scalar("SELECT count(*) FROM ps_crud"))
-            target = self._scalar(
-                "SELECT CAST(value AS TEXT) FROM ps_kv WHERE key = 'target_checkpoint_request_id'"
-            )
-            status = json.loads(self._scalar("SELECT powersync_offline_sync_status()"))
-        last = None
-        for entry in status.get("priority_status") or []:
-            if entry.get("priority") == 2147483647:
-                last = entry.get("last_synced_at")
-        return count, target == _NO_TARGET, last
+    def uploads_acknowledged(self) -> bool:
+        """Whether the upload queue is empty and a checkpoint covering the last upload has been
+        applied: the write checkpoint requested after that upload (the gate's target) is no
+        larger than the last one the core applied. True when nothing was ever uploaded. Read
+        from the shared database, so it holds whichever process drives sync."""
+        with self.lock:
+            queued, target, applied = self._conn.execute(
+                "SELECT (SELECT count(*) FROM ps_crud),"
+                " (SELECT CAST(value AS TEXT) FROM ps_kv"
+                "  WHERE key = 'target_checkpoint_request_id'),"
+                " (SELECT CAST(value AS TEXT) FROM ps_kv"
+                "  WHERE key = 'last_applied_checkpoint_request_id')"
+            ).fetchall()[0]
+        if queued:
+            return False
+        if target in (None, "0"):
+            return True
+        if target == _NO_TARGET:
+            return False  # uploaded, but no write checkpoint requested yet
+        return applied is not None and int(str(applied)) >= int(str(target))
 
 
 def _int(value: Any) -> int:

@@ -601,12 +601,10 @@ def _run_with_progress(db: PowerSyncDatabase, timeout: float) -> bool:
 
 def _follow_owner(db: PowerSyncDatabase, timeout: float) -> bool:
     """`sync now` while another process drives sync: wait, through the shared database, until
-    every local write is uploaded and a checkpoint including them has been applied, and the
-    owner is connected and not mid-download. If the owner goes away, this process takes over
-    (the database does that) and the same conditions still tell when it is done."""
+    every local write is uploaded and the checkpoint containing it applied, and the owner is
+    connected and not mid-download. If the owner goes away, this process takes over (the
+    database does that) and the same conditions still tell when it is done."""
     deadline = time.monotonic() + timeout
-    unset = object()
-    frozen_at: object = unset  # last_synced_at while writes were pending (it cannot move then)
     with Progress(
         TextColumn("{task.description}"),
         console=console,
@@ -615,13 +613,10 @@ def _follow_owner(db: PowerSyncDatabase, timeout: float) -> bool:
     ) as bar:
         task = bar.add_task("Waiting for the syncing process", total=None)
         while time.monotonic() < deadline:
-            pending, last_synced = db.local_writes_pending()
             s = db.status
-            caught_up = s.connected and s.has_synced and not s.downloading
-            if pending:
-                frozen_at = last_synced
+            if db.local_writes_pending():
                 bar.update(task, description=f"Uploading {s.upload_queue_size} change(s)")
-            elif caught_up and (frozen_at is unset or last_synced != frozen_at):
+            elif s.connected and s.has_synced and not s.downloading:
                 return True
             time.sleep(0.05)
     return False

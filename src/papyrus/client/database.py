@@ -376,14 +376,12 @@ class PowerSyncDatabase:
     def wait_for_first_sync(self, timeout: float | None = None) -> bool:
         return self._status.wait_for(lambda s: s.has_synced, timeout)
 
-    def local_writes_pending(self) -> tuple[bool, int | None]:
-        """Whether local writes are not yet uploaded and applied back from the server (queued,
-        or uploaded but waiting for their write checkpoint), and the full sync's last
-        `last_synced_at` in µs. Read from the shared database, so it holds whichever process
-        drives sync: once pending, the next change of that timestamp is a checkpoint applied
-        with every earlier local write in it."""
-        count, awaiting_checkpoint, last = self._core.write_gate()
-        return count > 0 or awaiting_checkpoint, last
+    def local_writes_pending(self) -> bool:
+        """Whether local writes have not yet made the round trip: still queued, or uploaded but
+        the checkpoint containing them not applied yet. Read from the shared database (the
+        core records the last write checkpoint it applied), so it holds whichever process
+        drives sync."""
+        return not self._core.uploads_acknowledged()
 
     # -- sync -------------------------------------------------------------------------------
 
