@@ -555,11 +555,12 @@ def sync_now(
     with _client(verify=True) as app:
         _signed_in(app)
         db = app.database
+        started = datetime.now(UTC)
         app.powersync.connect()
         try:
             owner = db.sync_owner_pid
             if owner is None:
-                synced = _run_with_progress(db, timeout)
+                synced = _run_with_progress(db, timeout, started)
             else:
                 console.print(f"Another process (pid {owner}) is syncing this database.")
                 synced = _follow_owner(db, timeout)
@@ -573,9 +574,10 @@ def sync_now(
         console.print(f"Synced. {BookRepository(db).count()} book(s) on this device.")
 
 
-def _run_with_progress(db: PowerSyncDatabase, timeout: float) -> bool:
+def _run_with_progress(db: PowerSyncDatabase, timeout: float, started: datetime) -> bool:
+    """Done once a checkpoint was applied on this connection and every local write has made
+    the round trip (the core recorded the write checkpoint covering the last upload)."""
     deadline = time.monotonic() + timeout
-    quiet_since: datetime | None = None
     columns = [TextColumn("{task.description}"), BarColumn(), TaskProgressColumn()]
     with Progress(
         *columns, console=console, transient=True, disable=not sys.stdout.isatty()
@@ -588,13 +590,9 @@ def _run_with_progress(db: PowerSyncDatabase, timeout: float) -> bool:
                 bar.update(task, description="Downloading", total=p.total, completed=p.downloaded)
             elif s.upload_queue_size:
                 bar.update(task, description=f"Uploading {s.upload_queue_size} change(s)")
-            if s.upload_queue_size == 0 and not s.uploading:
-                # A checkpoint applied after the queue drained includes our own uploads.
-                quiet_since = quiet_since or datetime.now(UTC)
-                if s.last_synced_at is not None and s.last_synced_at >= quiet_since:
-                    return True
-            else:
-                quiet_since = None
+            applied_here = s.last_synced_at is not None and s.last_synced_at >= started
+            if applied_here and not db.local_writes_pending():
+                return True
             time.sleep(0.05)
     return False
 
