@@ -7,7 +7,8 @@ NODE_STAMP := node-sdk/node_modules/.installed
 
 .PHONY: run test lint format setup lock wheel
 
-run: $(STAMP)
+# The client commands in the README need the core extension the Node SDK package ships.
+run: $(STAMP) $(NODE_STAMP)
 	$(BIN)/papyrus dev
 
 test: $(STAMP) $(NODE_STAMP)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -11,8 +12,11 @@ import pytest
 from typer.testing import CliRunner
 
 from papyrus.cli.main import app
+from papyrus.client import GUEST_SCHEMA, PowerSyncDatabase
+from papyrus.server.app import create_app
 from tests.client.conftest import eventually
 from tests.client.stack import Stack
+from tests.conftest import LiveServer, make_settings
 
 PASSWORD = "correct horse battery"
 
@@ -78,14 +82,16 @@ def test_offline_mode_from_the_command_line(env: dict[str, str]) -> None:
     assert "Offline mode is on" in run(env, "offline", "on")
     assert "offline" in run(env, "status")
     assert "offline mode is on" in run(
-        env, "login", "--email", "a@example.com", "--password", "x", code=1
+        {**env, "PAPYRUS_PASSWORD": "x"}, "login", "--email", "a@example.com", code=1
     )
     assert "Offline mode is off" in run(env, "offline", "off")
     run(env, "offline", "maybe", code=2)
 
 
 def test_unreachable_server_is_a_clear_error(env: dict[str, str]) -> None:
-    out = run(env, "login", "--email", "a@example.com", "--password", "whatever1", code=1)
+    out = run(
+        env, "login", "--email", "a@example.com", "--password-stdin", input="whatever1\n", code=1
+    )
     assert "cannot reach the Papyrus API" in out
 
 
@@ -216,3 +222,159 @@ def test_a_revoked_session_keeps_unsent_changes_for_the_next_sign_in(
     run(env, "login", "--email", "ada@example.com", input=f"{PASSWORD}\n")
     assert "Synced." in run(env, "sync", "now")
     assert stack.sql("SELECT title FROM books") == [("Written before the revocation",)]
+
+
+# -- passwords, errors, paging, clearing fields, a new device, Google sign-in ------------------
+
+
+def test_passwords_are_never_taken_from_the_command_line(env: dict[str, str]) -> None:
+    for command in ("login", "register"):
+        helptext = run(env, command, "--help")
+        assert "--password-stdin" in helptext
+        assert not re.search(r"--password(?!-stdin)", helptext)
+    run(env, "login", "--email", "a@example.com", "--password", "secret", code=2)
+    unreachable = "cannot reach the Papyrus API"
+    # From a hidden prompt: asked for, and what is typed is not shown.
+    out = run(env, "login", "--email", "a@example.com", input="typed-secret\n", code=1)
+    assert "Password:" in out and "typed-secret" not in out and unreachable in out
+    # From standard input or the environment, for scripts: no prompt at all.
+    out = run(
+        env, "login", "--email", "a@example.com", "--password-stdin", input="s3cret\n", code=1
+    )
+    assert "Password:" not in out and unreachable in out
+    out = run({**env, "PAPYRUS_PASSWORD": "s3cret"}, "login", "--email", "a@example.com", code=1)
+    assert "Password:" not in out and unreachable in out
+    out = run(env, "login", "--email", "a@example.com", "--password-stdin", input="", code=1)
+    assert "no password" in out
+
+
+def papyrus_process(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """One `papyrus` command in its own process, as a user's shell runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "papyrus.cli.main", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_configuration_mistakes_are_one_line_not_a_traceback(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a directory")
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "papyrus-guest.db").write_bytes(b"this is not an SQLite database" * 100)
+    mistakes = [
+        ({"PAPYRUS_TOKEN_STORE": "pigeon"}, "PAPYRUS_TOKEN_STORE must be one of"),
+        (
+            {
+                "PAPYRUS_TOKEN_STORE": "keyring",
+                "PYTHON_KEYRING_BACKEND": "keyring.backends.fail.Keyring",
+            },
+            "no usable keyring",
+        ),
+        ({"PAPYRUS_CLIENT_DIR": str(a_file / "papyrus")}, "Not a directory"),
+        ({"PAPYRUS_CLIENT_DIR": str(damaged)}, "not a database"),
+        ({"PAPYRUS_API_URL": "localhost:8080"}, "PAPYRUS_API_URL must be an http:// or https://"),
+        ({"POWERSYNC_SERVICE_URL": "http://localhost:99999"}, "POWERSYNC_SERVICE_URL must be"),
+    ]
+    for mistake, message in mistakes:
+        done = papyrus_process({**env, **mistake}, "books", "list")
+        assert done.returncode == 1, (mistake, done.stderr)
+        assert "Traceback" not in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert message in done.stderr, (mistake, done.stderr)
+
+
+def test_book_list_pages_through_a_large_library(env: dict[str, str]) -> None:
+    run(env, "books", "list")  # creates the guest library
+    with PowerSyncDatabase(
+        Path(env["PAPYRUS_CLIENT_DIR"]) / "papyrus-guest.db", GUEST_SCHEMA
+    ) as db:
+        db.execute_batch(
+            "INSERT INTO books (id, title) VALUES (uuid(), ?)",
+            [(f"Book {i:03}",) for i in range(120)],
+        )
+    first = run(env, "books", "list")
+    assert "1-50 of 120 book(s); --offset 50 for more" in first
+    assert "Book 049" in first and "Book 050" not in first
+    page = run(env, "books", "list", "--offset", "50", "--limit", "10")
+    assert "51-60 of 120 book(s); --offset 60 for more" in page
+    assert "Book 050" in page and "Book 059" in page and "Book 060" not in page
+    last = run(env, "books", "list", "--offset", "115")
+    assert "116-120 of 120 book(s)" in last and "for more" not in last
+    assert "Book 119" in last
+    assert "of 120" not in run(env, "books", "list", "--search", "Book 07", "--limit", "5")
+    assert "1-5 of 10 book(s)" in run(env, "books", "list", "--search", "Book 07", "--limit", "5")
+
+
+def test_edit_can_clear_a_field(env: dict[str, str]) -> None:
+    run(env, "books", "add", "Dune", "--rating", "4", "--author", "Frank Herbert")
+    book_id = next(
+        line.split()[1] for line in run(env, "books", "list").splitlines() if "Dune" in line
+    )
+    assert re.search(r"^[ \t]*rating[ \t]+4", run(env, "books", "show", book_id), re.M)
+    run(env, "books", "edit", book_id, "--clear", "rating", "--clear", "author")
+    shown = run(env, "books", "show", book_id)
+    assert not re.search(r"^[ \t]*rating[ \t]+\S", shown, re.M)
+    assert not re.search(r"^[ \t]*author[ \t]+\S", shown, re.M)
+    assert "both" in run(
+        env, "books", "edit", book_id, "--rating", "3", "--clear", "rating", code=2
+    )
+    assert "clearable" in run(env, "books", "edit", book_id, "--clear", "title", code=2)
+
+
+def test_server_details_a_new_device_and_clearing_against_the_stack(
+    stack: Stack, env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**env, "PAPYRUS_API_URL": stack.api_url, "POWERSYNC_SERVICE_URL": stack.sync_url}
+    args = ("register", "--email", "ada@example.com", "--name", "Ada")
+    out = run(env, *args, input="short\nshort\n", code=1)
+    assert "password: String should have at least 8 characters" in out  # the field and why
+    bad_email = ("register", "--email", "nope", "--name", "Ada")
+    out = run({**env, "PAPYRUS_PASSWORD": PASSWORD}, *bad_email, code=1)
+    assert "email: value is not a valid email address" in out
+    run({**env, "PAPYRUS_PASSWORD": PASSWORD}, *args)
+
+    phone = stack.client("phone")
+    phone.sign_in("ada@example.com", PASSWORD)
+    phone.library.add("From the phone", rating=3)
+    eventually(lambda: phone.database.status.upload_queue_size == 0)
+    eventually(lambda: stack.sql("SELECT title FROM books") == [("From the phone",)])
+
+    laptop = {**env, "PAPYRUS_CLIENT_DIR": str(tmp_path / "laptop")}
+    login = ("login", "--email", "ada@example.com", "--password-stdin")
+    assert "Signed in" in run(laptop, *login, input=f"{PASSWORD}\n")
+    fresh = run(laptop, "books", "list")
+    assert "No books." in fresh and "run `papyrus sync now`" in fresh
+    assert "run `papyrus sync now`" in run(laptop, "status")
+    run(laptop, "sync", "now", "--timeout", "30")
+    listing = run(laptop, "books", "list")
+    assert "From the phone" in listing and "sync now" not in listing
+
+    book_id = next(line.split()[1] for line in listing.splitlines() if "From the phone" in line)
+    run(laptop, "books", "edit", book_id, "--clear", "rating")
+    run(laptop, "sync", "now", "--timeout", "30")
+    assert stack.sql("SELECT title, rating FROM books") == [("From the phone", None)]
+
+    # No Google sign-in on this server: the CLI says so at once instead of waiting.
+    out = run(laptop, "login-google", "--no-browser", "--timeout", "20", code=1)
+    assert "Google sign-in is not configured" in out and "Waiting" not in out
+
+
+def test_a_rate_limited_sign_in_says_how_long_to_wait(
+    env: dict[str, str], tmp_path: Path, database_url: str
+) -> None:
+    settings = make_settings(tmp_path, database_url, RATE_LIMIT_LOGIN_FAILURES_PER_EMAIL=2)
+    with LiveServer(create_app(settings)) as api:
+        env = {**env, "PAPYRUS_API_URL": api.url, "PAPYRUS_PASSWORD": "wrong password"}
+        for _ in range(2):
+            assert "incorrect" in run(env, "login", "--email", "ada@example.com", code=1)
+        out = run(env, "login", "--email", "ada@example.com", code=1)
+    assert "Too many failed sign-ins" in out
+    wait = re.search(r"Retry in (\d+) (s|min)\.", out)
+    assert wait is not None and int(wait.group(1)) > 0, out

@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
+import apsw
 import pytest
 
-from papyrus.client import GUEST_SCHEMA, BookRepository, PowerSyncDatabase
-from tests.client.mock_sync import capture_lines
+from papyrus.client import (
+    ACCOUNT_SCHEMA,
+    GUEST_SCHEMA,
+    AuthProvider,
+    BookRepository,
+    Column,
+    NotFoundError,
+    PapyrusApiConfig,
+    PapyrusClientError,
+    PowerSyncDatabase,
+    Schema,
+    SyncStatus,
+    Table,
+    UploadQueueStats,
+)
+from tests.client.conftest import FAST
+from tests.client.mock_sync import MockConnector, MockSyncService, capture_lines
 
 OpenDb = Callable[..., PowerSyncDatabase]
+USER = "11111111-1111-4111-8111-111111111111"
 
 
 def test_insert_queues_a_put_shaped_like_the_node_sdk(open_db: OpenDb) -> None:
@@ -117,3 +136,155 @@ def test_watch_ignores_other_tables(open_db: OpenDb) -> None:
         )  # a different table
         with pytest.raises(TimeoutError):
             watch.next(timeout=0.3)
+
+
+# -- the SDK-shaped API: get/get_optional/get_all, batches, transactions, watch(sql) -----------
+
+
+def test_get_raises_without_a_row_and_get_optional_returns_none(open_db: OpenDb) -> None:
+    db = open_db()
+    db.execute("INSERT INTO books (id, title) VALUES ('b1', 'Dune')")
+    assert db.get("SELECT title FROM books WHERE id = ?", ("b1",)) == {"title": "Dune"}
+    with pytest.raises(NotFoundError):
+        db.get("SELECT title FROM books WHERE id = ?", ("nope",))
+    assert db.get_optional("SELECT title FROM books WHERE id = ?", ("nope",)) is None
+    assert db.get_all("SELECT id FROM books WHERE id = :id", {"id": "b1"}) == [{"id": "b1"}]
+
+
+def test_execute_batch_runs_in_one_transaction_that_uploads_as_one(open_db: OpenDb) -> None:
+    db = open_db()
+    db.execute_batch(
+        "INSERT INTO books (id, title) VALUES (?, ?)", [("a", "A"), ("b", "B"), ("c", "C")]
+    )
+    tx = db.get_next_crud_transaction()
+    assert tx is not None and [e.id for e in tx.crud] == ["a", "b", "c"]
+    with pytest.raises(apsw.ConstraintError):  # the third row collides: nothing is kept
+        db.execute_batch(
+            "INSERT INTO ps_data__books (id, data) VALUES (?, '{}')", [("x",), ("y",), ("a",)]
+        )
+    assert db.get_all("SELECT id FROM books WHERE id IN ('x', 'y')") == []
+
+
+def test_read_transaction_sees_one_snapshot_and_refuses_writes(open_db: OpenDb) -> None:
+    db, other = open_db("shared.db"), open_db("shared.db")  # two connections, one file
+    db.execute("INSERT INTO books (id, title) VALUES ('a', 'A')")
+    with db.read_transaction() as tx:
+        assert tx.get("SELECT count(*) AS n FROM books")["n"] == 1
+        other.execute("INSERT INTO books (id, title) VALUES ('b', 'B')")
+        assert tx.get("SELECT count(*) AS n FROM books")["n"] == 1  # still the snapshot
+        with pytest.raises(PapyrusClientError, match="read_transaction"):
+            tx.execute("INSERT INTO books (id, title) VALUES ('c', 'C')")
+        with pytest.raises(apsw.ReadOnlyError):
+            tx.get_all("INSERT INTO books (id, title) VALUES ('c', 'C') RETURNING id")
+    assert db.get("SELECT count(*) AS n FROM books")["n"] == 2
+    db.execute("INSERT INTO books (id, title) VALUES ('d', 'D')")  # writable again
+
+
+def test_upload_queue_stats_count_and_size(open_db: OpenDb) -> None:
+    db = open_db()
+    assert db.get_upload_queue_stats() == UploadQueueStats(0, None)
+    db.execute("INSERT INTO books (id, title) VALUES ('a', 'Dune')")
+    db.execute("UPDATE books SET rating = 5 WHERE id = 'a'")
+    stats = db.get_upload_queue_stats(include_size=True)
+    sizes = db._core._conn.execute("SELECT length(data) FROM ps_crud").fetchall()
+    assert stats == UploadQueueStats(2, sum(s for (s,) in sizes)) and stats.size > 40
+    assert db.get_upload_queue_stats().count == 2
+
+
+def test_watch_sql_finds_the_tables_of_a_join_itself(open_db: OpenDb) -> None:
+    db = open_db()
+    sql = (
+        "SELECT b.title, r.code FROM books b JOIN upload_rejections r ON r.row_id = b.id"
+        " WHERE b.rating IS NULL OR b.rating >= ? ORDER BY b.title"
+    )
+    assert db.resolve_tables(sql, (1,)) == {"books", "upload_rejections"}
+    with db.watch(sql, (1,)) as watch:
+        assert watch.next(timeout=5) == []
+        db.execute("INSERT INTO books (id, title) VALUES ('b1', 'Dune')")
+        assert watch.next(timeout=5) == []  # books changed: re-run, still no rejection
+        db.execute("INSERT INTO upload_rejections (id, row_id, code) VALUES ('r1', 'b1', 'x')")
+        assert watch.next(timeout=5) == [{"title": "Dune", "code": "x"}]
+        db.execute("CREATE TABLE IF NOT EXISTS unrelated (x)")
+        db.execute("INSERT INTO unrelated VALUES (1)")
+        with pytest.raises(TimeoutError):
+            watch.next(timeout=0.3)  # a table the query does not read
+
+
+def test_watch_sql_with_an_unknown_table_fails_at_once(open_db: OpenDb) -> None:
+    db = open_db()
+    with pytest.raises(apsw.SQLError, match="no such table: boks"):
+        db.watch("SELECT * FROM boks")
+    with pytest.raises(apsw.SQLError, match="no such column: titel"):
+        db.watch("SELECT titel FROM books")
+    with pytest.raises(apsw.BindingsError):
+        db.watch("SELECT * FROM books WHERE id = ?")  # the parameter is missing
+    with pytest.raises(ValueError, match="one SQL statement"):
+        db.watch("SELECT * FROM books; DELETE FROM books")
+    assert db.get_all("SELECT count(*) AS n FROM books") == [{"n": 0}]
+
+
+def test_watch_async_yields_on_changes(open_db: OpenDb) -> None:
+    db = open_db()
+
+    async def main() -> list[list[str]]:
+        seen: list[list[str]] = []
+        async with db.watch_async("SELECT title FROM books ORDER BY title") as watch:
+            async for rows in watch:
+                seen.append([r["title"] for r in rows])
+                if len(seen) == 3:
+                    break
+                title = "Dune" if len(seen) == 1 else "Emma"
+                threading.Thread(
+                    target=db.execute,
+                    args=("INSERT INTO books (id, title) VALUES (?, ?)",),
+                    kwargs={"params": (title, title)},
+                ).start()
+        return seen
+
+    assert asyncio.run(asyncio.wait_for(main(), 10)) == [[], ["Dune"], ["Dune", "Emma"]]
+
+
+def test_status_changes_as_an_async_iterator(
+    mock_sync: tuple[MockSyncService, str], open_db: OpenDb
+) -> None:
+    service, url = mock_sync
+    service.put(USER, "books", "b1", {"title": "Dune"})
+    db = open_db()
+
+    async def main() -> list[SyncStatus]:
+        seen = []
+        stream = db.status_changes()
+        async for status in stream:
+            seen.append(status)
+            if len(seen) == 1:
+                db.connect(MockConnector(service, USER, url), FAST)
+            if status.has_synced:
+                break
+        await stream.aclose()
+        return seen
+
+    seen = asyncio.run(asyncio.wait_for(main(), 15))
+    assert not seen[0].has_synced and not seen[0].connected
+    assert seen[-1].has_synced and seen[-1].last_synced_at is not None
+    assert any(s.connected for s in seen)
+    assert db.get("SELECT title FROM books") == {"title": "Dune"}
+
+
+def test_auth_provider_takes_the_app_schema(tmp_path: Path) -> None:
+    notes = Table("notes", [Column.text("body")])
+    config = PapyrusApiConfig(data_dir=tmp_path / "client", token_store="file")
+    schema = Schema([*ACCOUNT_SCHEMA.tables, notes])
+    guest = Schema([*GUEST_SCHEMA.tables, Table("notes", [Column.text("body")], local_only=True)])
+    with AuthProvider(config, schema=schema, guest_schema=guest, auto_connect=False) as app:
+        account = app.powersync.database
+        account.execute("INSERT INTO notes (id, body) VALUES ('n1', 'hello')")
+        tx = account.get_next_crud_transaction()
+        assert tx is not None and [(e.table, e.op_data) for e in tx.crud] == [
+            ("notes", {"body": "hello"})
+        ]
+        app.guest_database.execute("INSERT INTO notes (id, body) VALUES ('n1', 'local')")
+        assert app.guest_database.upload_queue_size() == 0
+    with pytest.raises(ValueError, match="upload_rejections"):
+        AuthProvider(config, schema=Schema([notes, *GUEST_SCHEMA.tables]))
+    with AuthProvider(config) as app:  # the default is still the account schema
+        assert app.powersync.database.schema is ACCOUNT_SCHEMA

@@ -23,6 +23,8 @@ from papyrus.client import (
 )
 from papyrus.server.app import create_app
 from papyrus.server.config import Settings
+from tests.client.conftest import eventually
+from tests.client.processes import Papyrus
 from tests.conftest import LiveServer, free_port
 from tests.server.oauth.conftest import OpenIdProvider, _s256, oauth_settings
 
@@ -199,3 +201,34 @@ def test_google_sign_in_as_another_account_refuses_while_changes_wait(
         assert user.email == "alice@example.com" and app.pending_changes() == 0
         assert app.library.list() == []
         assert sql(alice_sessions) == [(1,)]
+
+
+def test_login_google_from_the_command_line_prints_the_whole_url(
+    api: LiveServer, provider: OpenIdProvider, callback_port: int, tmp_path: Path
+) -> None:
+    """The CLI checks the start URL first (it works here), prints it on one line even in a
+    40-column terminal, and signs in once the browser has been through the flow."""
+    env = {
+        "PAPYRUS_CLIENT_DIR": str(tmp_path / "cli"),
+        "PAPYRUS_TOKEN_STORE": "file",
+        "PAPYRUS_API_URL": api.url,
+        "POWERSYNC_SERVICE_URL": "http://127.0.0.1:9",
+        "COLUMNS": "40",
+    }
+    args = ("login-google", "--no-browser", "--port", str(callback_port), "--timeout", "60")
+    command = Papyrus(env, *args)
+    start = f"{api.url}/v1/auth/oauth/google/start?"
+
+    def url_line() -> str | None:
+        return next((line for line in command.stdout.splitlines() if start in line), None)
+
+    try:
+        eventually(url_line, timeout=30)
+        url = (url_line() or "").strip()
+        assert url.startswith(start) and url.endswith("code_challenge_method=S256"), url
+        open_url, _ = browser(provider)
+        open_url(url)
+        assert command.finish(60) == 0, command.stderr
+    finally:
+        command.interrupt()
+    assert "Signed in as alice@example.com" in command.stdout

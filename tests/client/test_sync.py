@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -195,3 +196,49 @@ def test_disconnect_closes_the_stream(
     db.disconnect()
     eventually(lambda: service.open_streams == 0)
     assert not db.status.connected and not db.status.connecting
+
+
+def test_one_sync_loop_per_database_file_and_the_other_follows(
+    mock_sync: tuple[MockSyncService, str], open_db: OpenDb
+) -> None:
+    """Two connections to one file (as two processes would have): only the first runs a sync
+    loop; the second sees its status, its writes are uploaded by the first, and it takes over
+    when the first disconnects."""
+    service, url = mock_sync
+    owner, other = open_db("shared.db"), open_db("shared.db")
+    owner.connect(MockConnector(service, USER, url), FAST)
+    assert owner.wait_for_first_sync(10)
+    other.connect(MockConnector(service, USER, url), FAST)
+    assert owner.owns_sync and not other.owns_sync
+    assert other.sync_owner_pid == os.getpid()
+    eventually(lambda: other.status.connected and other.status.has_synced)
+
+    assert not other.local_writes_pending()
+    notify = service._notify
+    service._notify = lambda user: None  # type: ignore[method-assign]  # hold checkpoints back
+    with BookRepository(owner, USER).watch() as watch:
+        assert watch.next(timeout=5) == []
+        BookRepository(other, USER).add("Written by the follower")
+        assert other.local_writes_pending()
+        assert [b.title for b in watch.next(timeout=5)] == ["Written by the follower"]
+    # Uploaded by the owner and its write checkpoint requested, but no checkpoint came back:
+    # seen from the follower's connection, the round trip is not over yet.
+    eventually(lambda: [r["title"] for r in service.rows.values()] == ["Written by the follower"])
+    target = "SELECT value FROM ps_kv WHERE key = 'target_checkpoint_request_id'"
+    eventually(lambda: other.get_all(target) == [{"value": 1}])
+    assert other.local_writes_pending()
+    service._notify = notify  # type: ignore[method-assign]
+    notify(USER)
+    eventually(lambda: not other.local_writes_pending())
+    eventually(lambda: other.status.upload_queue_size == 0)
+    service.put(USER, "books", "s1", {"title": "From the server"})
+    eventually(lambda: "From the server" in titles(other))
+    assert len(service.requests) == 1 and service.open_streams == 1  # one loop, one stream
+    assert owner.status.download_error is None and other.status.download_error is None
+
+    owner.disconnect()
+    eventually(lambda: other.owns_sync and other.sync_owner_pid is None)
+    eventually(lambda: len(service.requests) == 2 and service.open_streams == 1)
+    eventually(lambda: other.status.connected)
+    service.put(USER, "books", "s2", {"title": "After the take-over"})
+    eventually(lambda: "After the take-over" in titles(other))

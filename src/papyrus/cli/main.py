@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib.metadata
 import logging
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, NoReturn, ParamSpec, TypeVar
 
 import typer
 
@@ -93,6 +95,74 @@ def _logging() -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+def _die(command: str, message: str) -> NoReturn:
+    typer.echo(f"papyrus {command}: {message}", err=True)
+    raise typer.Exit(1)
+
+
+@contextmanager
+def _startup_errors(command: str) -> Iterator[None]:
+    """Configuration mistakes and start-up failures of the server commands become one line on
+    stderr and exit code 1, not a traceback."""
+    from psycopg import OperationalError as PsycopgOperationalError
+    from pydantic import ValidationError
+    from sqlalchemy.exc import OperationalError as SqlAlchemyOperationalError
+
+    from papyrus.server.powersync.keys import KeyConfigError
+
+    try:
+        yield
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err.get("loc", ()))
+            text = str(err.get("msg", "")).removeprefix("Value error, ")
+            problems.append(f"{where}: {text}" if where else text)
+        _die(command, "invalid configuration: " + "; ".join(problems))
+    except SqlAlchemyOperationalError as exc:
+        _die(command, f"cannot use the database: {_first_line(exc.orig or exc)}")
+    except PsycopgOperationalError as exc:
+        _die(command, f"cannot use the database: {_first_line(exc)}")
+    except subprocess.CalledProcessError as exc:  # the embedded PostgreSQL's tools logged why
+        tool = Path(str(exc.cmd[0] if isinstance(exc.cmd, list) else exc.cmd)).name
+        _die(command, f"{tool} failed with status {exc.returncode} (see its output above)")
+    except KeyConfigError as exc:
+        _die(command, _first_line(exc))
+    except RuntimeError as exc:  # e.g. pg_ctl failed: its message carries the server log
+        _die(command, str(exc).strip() or type(exc).__name__)
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        _die(command, f"cannot use{where}: {exc.strerror or exc}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _check_port(command: str, host: str, port: int, option: str) -> None:
+    """Fails before anything starts when the port is taken (uvicorn would only log it, after
+    the database had been started and migrated)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        _die(command, f"cannot listen on {host}: {exc.strerror}")
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                _die(
+                    command,
+                    f"port {port} on {host} is already in use (another papyrus running?); "
+                    f"choose another with {option}",
+                )
+            _die(command, f"cannot listen on {host}:{port}: {exc.strerror}")
+
+
 @contextmanager
 def _running_database(data_dir: Path | None) -> Iterator[Settings]:
     """The configured database, up for the block: embedded (started and stopped here) unless
@@ -131,7 +201,8 @@ def serve(
     """Run the API (with the embedded database unless DATABASE_URL is set)."""
     import uvicorn
 
-    with _running_database(data_dir) as settings:
+    _check_port("serve", host, port, "--port")
+    with _startup_errors("serve"), _running_database(data_dir) as settings:
         try:
             _prepare(settings, migrate=not no_migrate)
             _sigterm_as_ctrl_c()
@@ -145,6 +216,10 @@ def serve(
             )
         except KeyboardInterrupt:
             pass  # Ctrl-C or SIGTERM: a normal stop
+        except SystemExit as exc:  # uvicorn's own start-up failure (it logged why)
+            if exc.code not in (0, None):
+                _die("serve", f"the API could not start on {host}:{port} (see the log above)")
+            raise
 
 
 @app.command()
@@ -160,7 +235,11 @@ def dev(
 ) -> None:
     """Run everything this repository can run on one machine: database, API, sync service."""
     children: list[subprocess.Popen[bytes]] = []
-    with _running_database(data_dir) as settings:
+    if port == sync_port:
+        _die("dev", f"--port and --sync-port are both {port}; give them different ports")
+    _check_port("dev", host, port, "--port")
+    _check_port("dev", host, sync_port, "--sync-port")
+    with _startup_errors("dev"), _running_database(data_dir) as settings:
         try:
             _prepare(settings, migrate=not no_migrate)
             me = [sys.executable, "-m", "papyrus.cli.main"]
@@ -202,7 +281,7 @@ def db_upgrade(data_dir: DataDirOpt = None) -> None:
     """Apply pending migrations."""
     from papyrus.server import runtime
 
-    with _running_database(data_dir) as settings:
+    with _startup_errors("db upgrade"), _running_database(data_dir) as settings:
         runtime.apply_migrations(settings)
 
 
@@ -213,7 +292,7 @@ def db_setup_replication(data_dir: DataDirOpt = None) -> None:
     publication and the replication role (POWERSYNC_REPLICATION_ROLE / _PASSWORD)."""
     from papyrus.server.powersync import replication
 
-    with _running_database(data_dir) as settings:
+    with _startup_errors("db setup-replication"), _running_database(data_dir) as settings:
         try:
             report = replication.setup_replication(
                 settings.database_url(),
@@ -243,7 +322,8 @@ def keys_rotate(
     from papyrus.server.powersync import keys
 
     _logging()
-    settings = runtime.settings_for(data_dir)
+    with _startup_errors("keys rotate"):
+        settings = runtime.settings_for(data_dir)
     try:
         rotation = keys.rotate(settings, force=force)
     except keys.KeyConfigError as exc:
@@ -285,10 +365,10 @@ def _supervise(children: list[subprocess.Popen[bytes]]) -> None:
     try:
         while all(child.poll() is None for child in children):
             time.sleep(0.2)
-        failed = [c.args for c in children if c.returncode not in (None, 0)]
-        if failed:
-            typer.echo(f"a service exited unexpectedly: {failed}", err=True)
-            raise typer.Exit(1)
+        for child in children:
+            if child.returncode not in (None, 0):
+                name = "the API" if child is children[0] else "the sync service"
+                _die("dev", f"{name} exited with status {child.returncode} (see the log above)")
     except KeyboardInterrupt:
         pass
 

@@ -33,10 +33,12 @@ from papyrus.client.books import (
 from papyrus.client.config import PapyrusApiConfig
 from papyrus.client.connector import BackendConnector, Credentials, PapyrusConnector
 from papyrus.client.crud import CrudBatch, CrudEntry, CrudTransaction, UpdateType
-from papyrus.client.database import PowerSyncDatabase, Watch
+from papyrus.client.database import AsyncWatch, PowerSyncDatabase, UploadQueueStats, Watch
 from papyrus.client.errors import (
     ApiError,
+    ConfigurationError,
     CoreExtensionError,
+    LocalDatabaseError,
     NotFoundError,
     OfflineModeError,
     PapyrusClientError,
@@ -61,6 +63,7 @@ __all__ = [
     "ACCOUNT_SCHEMA",
     "GUEST_SCHEMA",
     "ApiError",
+    "AsyncWatch",
     "AuthApiClient",
     "AuthProvider",
     "AuthRepository",
@@ -71,6 +74,7 @@ __all__ = [
     "BookRepository",
     "BookSort",
     "Column",
+    "ConfigurationError",
     "CoreExtensionError",
     "Credentials",
     "CrudBatch",
@@ -80,6 +84,7 @@ __all__ = [
     "FileBackend",
     "Index",
     "KeyringBackend",
+    "LocalDatabaseError",
     "LoopbackReceiver",
     "NotFoundError",
     "OfflineModeError",
@@ -106,6 +111,7 @@ __all__ = [
     "TransactionTooLargeError",
     "TransientError",
     "UpdateType",
+    "UploadQueueStats",
     "UploadResult",
     "User",
     "Watch",

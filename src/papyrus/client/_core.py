@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import apsw
+import apsw.ext
 
 from papyrus.client import limits
-from papyrus.client.errors import CoreExtensionError, TransactionTooLargeError
+from papyrus.client.errors import CoreExtensionError, PapyrusClientError, TransactionTooLargeError
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,10 @@ class CoreConnection:
         self.lock = threading.RLock()
         self._depth = 0
         self._queue_ready = False  # ps_crud exists once powersync_init() has run
+        self._reading = False  # inside read(): writes are refused
         self._listeners: list[ChangeListener] = []
+        self._data_version: int | None = None  # last PRAGMA data_version seen by the poller
+        self._crud_mark: tuple[int | None, int] | None = None
         self._conn = apsw.Connection(self.path)
         try:
             self.version = load_core_extension(self._conn, self.extension)
@@ -206,6 +210,8 @@ class CoreConnection:
         limits (`TransactionTooLargeError`, after a rollback): a transaction the server could
         never take whole is refused now, while the caller can still act on it."""
         with self.lock:
+            if self._reading:
+                raise PapyrusClientError("cannot write inside read_transaction()")
             if self._depth:
                 self._depth += 1
                 try:
@@ -400,12 +406,116 @@ class CoreConnection:
             )
             return True
 
+    def crud_stats(self, include_size: bool = False) -> tuple[int, int | None]:
+        """Entries waiting to upload and, when asked, the bytes of their data (as the JS SDK
+        counts them: the length of each entry's JSON)."""
+        with self.lock:
+            if include_size:
+                count, size = self._conn.execute(
+                    "SELECT count(*), COALESCE(sum(length(data)), 0) FROM ps_crud"
+                ).fetchall()[0]
+                return _int(count), _int(size)
+            return _int(self._scalar("SELECT count(*) FROM ps_crud")), None
+
+    # -- read transactions --------------------------------------------------------------------
+
+    @contextmanager
+    def read(self) -> Iterator[CoreConnection]:
+        """A read transaction: every query inside sees one snapshot; writes are refused.
+
+        Inside `write()` it simply joins the write transaction."""
+        with self.lock:
+            if self._depth or self._reading:
+                yield self
+                return
+            self._conn.execute("BEGIN DEFERRED")
+            self._conn.execute("PRAGMA query_only = 1")
+            self._reading = True
+            try:
+                yield self
+            finally:
+                self._reading = False
+                self._conn.execute("PRAGMA query_only = 0")
+                self._conn.execute("COMMIT")
+
+    def execute_many(self, sql: str, rows: list[tuple[Any, ...] | dict[str, Any]]) -> None:
+        """One statement for each parameter set, in one write transaction."""
+        with self.write():
+            self._conn.cursor().executemany(sql, rows)
+
+    # -- which tables a query reads (EXPLAIN) ---------------------------------------------
+
+    def resolve_tables(self, sql: str, params: Params = ()) -> frozenset[str]:
+        """The tables `sql` reads, as SQLite itself compiled it: the root pages its `OpenRead`
+        opcodes open, mapped through `sqlite_schema` (an index counts as its table) and from the
+        core's `ps_data__*` tables to the names change notifications use. This is how the
+        official SDKs find a watched query's tables. An unknown table or column raises here."""
+        with self.lock:
+            info = apsw.ext.query_info(self._conn, sql, params, explain=True)
+            if info.query_remaining and info.query_remaining.strip(" \t\r\n;"):
+                raise ValueError("watch one SQL statement at a time")
+            pages = {
+                op.p2
+                for op in info.explain or []
+                if op.opcode == "OpenRead" and op.p3 == 0  # p3 = 0: the main database
+            }
+            if not pages:
+                return frozenset()
+            marks = ", ".join("?" for _ in pages)
+            rows = self._conn.execute(
+                f"SELECT DISTINCT tbl_name FROM sqlite_schema WHERE rootpage IN ({marks})",
+                tuple(pages),
+            ).fetchall()
+        return frozenset(_watch_name(str(r[0])) for r in rows)
+
+    # -- commits by other connections (other processes) -----------------------------------
+
+    def poll_external_changes(self) -> bool:
+        """Notifies listeners if another connection committed since the last call.
+
+        `PRAGMA data_version` changes only for commits made by other connections, so this
+        never reports our own writes twice. The tables another process touched are unknown,
+        so every table counts as changed; the upload queue counts as changed when its
+        sequence or size moved. Returns whether anything was reported."""
+        with self.lock:
+            if self._depth or self._reading:
+                return False  # our own transaction is open; look again next time
+            version = self._scalar("PRAGMA data_version")
+            if version == self._data_version:
+                return False
+            first = self._data_version is None
+            self._data_version = version
+            mark = self._crud_mark_now()
+            crud = mark != self._crud_mark
+            self._crud_mark = mark
+            if first:
+                return False
+            tables = frozenset(
+                t
+                for (name,) in self._conn.execute(
+                    "SELECT name FROM sqlite_schema WHERE type = 'table'"
+                ).fetchall()
+                if (t := _visible_table(str(name)))
+            )
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(tables, crud)
+            except Exception:
+                log.exception("a change listener failed")
+        return True
+
+    def _crud_mark_now(self) -> tuple[int | None, int]:
+        seq = self._scalar("SELECT seq FROM sqlite_sequence WHERE name = 'ps_crud'")
+        return seq, self._scalar("SELECT count(*) FROM ps_crud")
+
     # -- sync completion and secure clearing ------------------------------------------------
 
     def uploads_acknowledged(self) -> bool:
         """Whether the upload queue is empty and a checkpoint covering the last upload has been
         applied: the write checkpoint requested after that upload (the gate's target) is no
-        larger than the last one the core applied. True when nothing was ever uploaded."""
+        larger than the last one the core applied. True when nothing was ever uploaded. Read
+        from the shared database, so it holds whichever process drives sync."""
         with self.lock:
             queued, target, applied = self._conn.execute(
                 "SELECT (SELECT count(*) FROM ps_crud),"
@@ -420,7 +530,7 @@ class CoreConnection:
             return True
         if target == _NO_TARGET:
             return False  # uploaded, but no write checkpoint requested yet
-        return applied is not None and int(applied) >= int(target)
+        return applied is not None and int(str(applied)) >= int(str(target))
 
     def scrub(self) -> bool:
         """Rewrites the file (VACUUM) and truncates the WAL, so rows deleted earlier cannot be
@@ -435,3 +545,12 @@ class CoreConnection:
             self._conn.execute("VACUUM").fetchall()
             busy = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0][0]
         return not busy
+
+
+def _int(value: Any) -> int:
+    return int(value or 0)
+
+
+def _watch_name(internal: str) -> str:
+    """The name change notifications use for a table (`ps_crud` stays itself)."""
+    return _visible_table(internal) or internal

@@ -4,6 +4,7 @@ session: single-flight refresh, retry once after 401, sign-out), and the Google 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import http.server
 import logging
@@ -142,7 +143,7 @@ class AuthApiClient:
         except httpx.TransportError as exc:
             raise TransientError(f"cannot reach the Papyrus API at {self.base_url}: {exc}") from exc
         if resp.status_code >= 500 or resp.status_code == 429:
-            raise TransientError(f"the Papyrus API answered {resp.status_code} for {path}")
+            raise _transient_error(resp, path)
         if resp.status_code >= 400:
             raise _api_error(resp)
         return resp
@@ -252,6 +253,27 @@ def _api_error(resp: httpx.Response) -> ApiError:
         return ApiError(resp.status_code, err["code"], err["message"], err.get("details"))
     except Exception:
         return ApiError(resp.status_code, "http_error", resp.text[:200] or resp.reason_phrase)
+
+
+def _transient_error(resp: httpx.Response, path: str) -> TransientError:
+    """A 5xx or 429 that keeps the server's explanation and the wait it asked for."""
+    api = _api_error(resp)
+    text = f"the Papyrus API answered {resp.status_code} for {path}"
+    if api.code != "http_error":
+        text += f": {api.message}"
+    retry_after = None
+    hint = resp.headers.get("retry-after")
+    if hint is None and isinstance(api.details, dict):
+        hint = api.details.get("retry_after")
+    with contextlib.suppress(TypeError, ValueError):
+        retry_after = float(hint) if hint is not None else None
+    return TransientError(
+        text,
+        status_code=resp.status_code,
+        code=api.code,
+        details=api.details,
+        retry_after=retry_after,
+    )
 
 
 class _Flight:

@@ -110,9 +110,27 @@ class BookFilter:
     sort: BookSort = BookSort.title
     descending: bool = False
     limit: int | None = None
+    offset: int = 0
 
     def sql(self) -> tuple[str, list[Any]]:
-        where, params = [], []
+        where, params = self._where()
+        sql = "SELECT * FROM books" + where
+        order = "DESC" if self.descending else "ASC"
+        column = BookSort(self.sort).value
+        sql += f" ORDER BY {column} IS NULL, {column} COLLATE NOCASE {order}, id"
+        if self.limit is not None or self.offset:
+            sql += " LIMIT ? OFFSET ?"
+            params += [-1 if self.limit is None else int(self.limit), int(self.offset)]
+        return sql, params
+
+    def count_sql(self) -> tuple[str, list[Any]]:
+        """How many books match, ignoring sort, limit and offset."""
+        where, params = self._where()
+        return "SELECT count(*) AS n FROM books" + where, params
+
+    def _where(self) -> tuple[str, list[Any]]:
+        where: list[str] = []
+        params: list[Any] = []
         if self.reading_status is not None:
             where.append("reading_status = ?")
             params.append(self.reading_status)
@@ -125,16 +143,7 @@ class BookFilter:
         if self.search:
             where.append("(title LIKE ? OR author LIKE ? OR subtitle LIKE ? OR isbn13 = ?)")
             params += [f"%{self.search}%"] * 3 + [self.search]
-        sql = "SELECT * FROM books"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        order = "DESC" if self.descending else "ASC"
-        column = BookSort(self.sort).value
-        sql += f" ORDER BY {column} IS NULL, {column} COLLATE NOCASE {order}, id"
-        if self.limit is not None:
-            sql += " LIMIT ?"
-            params.append(int(self.limit))
-        return sql, params
+        return (" WHERE " + " AND ".join(where) if where else ""), params
 
 
 class BookRepository:
@@ -191,8 +200,10 @@ class BookRepository:
         sql, params = query.sql()
         return [Book.from_row(r) for r in self.database.get_all(sql, tuple(params))]
 
-    def count(self) -> int:
-        row = self.database.get_optional("SELECT count(*) AS n FROM books")
+    def count(self, query: BookFilter | None = None, **filters: Any) -> int:
+        """How many books match (all of them without a filter); limit and offset are ignored."""
+        sql, params = (query or BookFilter(**filters)).count_sql()
+        row = self.database.get_optional(sql, tuple(params))
         return int(row["n"]) if row else 0
 
     def watch(self, query: BookFilter | None = None, **filters: Any) -> Watch[list[Book]]:

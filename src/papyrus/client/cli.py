@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import math
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import apsw
+import httpx
 import typer
+from keyring.errors import KeyringError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
@@ -17,7 +23,13 @@ from papyrus.client.auth import GOOGLE_CALLBACK_PORT
 from papyrus.client.books import Book, BookFilter, BookRepository, BookSort, ReadingStatus
 from papyrus.client.config import PapyrusApiConfig
 from papyrus.client.database import PowerSyncDatabase
-from papyrus.client.errors import NotFoundError, PapyrusClientError, PendingChangesError
+from papyrus.client.errors import (
+    ApiError,
+    NotFoundError,
+    PapyrusClientError,
+    PendingChangesError,
+    TransientError,
+)
 from papyrus.client.provider import AuthProvider, AuthState, SignOutResult
 from papyrus.client.sync import SyncStatus
 
@@ -42,20 +54,104 @@ def install(app: typer.Typer) -> None:
 
 @contextmanager
 def _client(*, verify: bool = False) -> Iterator[AuthProvider]:
-    """An AuthProvider for one command; client errors become a message and exit code 1."""
+    """An AuthProvider for one command. Client errors and configuration mistakes (a bad
+    variable, an unusable directory or database file, a keyring that refuses) become one line
+    and exit code 1, never a traceback."""
     try:
         with AuthProvider(PapyrusApiConfig.from_environment(), auto_connect=False) as app:
             app.bootstrap(verify=verify)
             yield app
     except PapyrusClientError as exc:
-        err_console.print(f"[red]Error:[/red] {exc}")
-        raise typer.Exit(1) from None
+        _fail(error_text(exc))
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        _fail(f"cannot use{where}: {exc.strerror or exc}. Check PAPYRUS_CLIENT_DIR.")
+    except apsw.Error as exc:
+        _fail(f"the local database failed: {exc}")
+    except KeyringError as exc:
+        _fail(f"the system keyring failed: {exc}. PAPYRUS_TOKEN_STORE=file avoids the keyring.")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    err_console.print(f"[red]Error:[/red] {escape(message)}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def error_text(exc: PapyrusClientError) -> str:
+    """The error with what the server said about it: which field and why, how long to wait."""
+    if isinstance(exc, ApiError):
+        detail = _details_text(exc.details)
+        return f"{exc.message}{' ' + detail if detail else ''} ({exc.code}, HTTP {exc.status_code})"
+    text = str(exc)
+    if isinstance(exc, TransientError):
+        detail = _details_text(exc.details, skip=("retry_after",))
+        if detail:
+            text += f" {detail}"
+        if exc.retry_after is not None:
+            text += f" Retry in {_duration(exc.retry_after)}."
+    return text
+
+
+def _details_text(details: Any, skip: tuple[str, ...] = ()) -> str:
+    if not details:
+        return ""
+    if isinstance(details, list):  # validation errors: [{"loc": [...], "msg": ...}, ...]
+        parts = []
+        for item in details:
+            if isinstance(item, dict) and "msg" in item:
+                loc = [str(p) for p in item.get("loc") or [] if p not in ("body", "query")]
+                parts.append(f"{'.'.join(loc)}: {item['msg']}" if loc else str(item["msg"]))
+            else:
+                parts.append(str(item))
+        text = "; ".join(parts)
+        return text if text.endswith((".", "!", "?")) else text + "."
+    if isinstance(details, dict):
+        shown = [f"{k}: {v}" for k, v in details.items() if k not in skip]
+        return f"({', '.join(shown)})" if shown else ""
+    return str(details)
+
+
+def _duration(seconds: float) -> str:
+    whole = max(1, math.ceil(seconds))
+    return f"{whole} s" if whole < 120 else f"{math.ceil(whole / 60)} min"
+
+
+PasswordStdinOpt = Annotated[
+    bool,
+    typer.Option(
+        "--password-stdin",
+        help="Read the password from the first line of standard input (for scripts).",
+    ),
+]
+
+
+def _password(from_stdin: bool, *, confirm: bool = False) -> str:
+    """From stdin (`--password-stdin`), `PAPYRUS_PASSWORD`, or a hidden prompt; never from the
+    command line, where other users and the shell history would see it."""
+    if from_stdin:
+        line = sys.stdin.readline().rstrip("\r\n")
+        if not line:
+            raise PapyrusClientError("--password-stdin: standard input held no password")
+        return line
+    from_env = os.environ.get("PAPYRUS_PASSWORD")
+    if from_env:
+        return from_env
+    typed: str = typer.prompt("Password", hide_input=True, confirmation_prompt=confirm)
+    return typed
 
 
 def _saved_note(app: AuthProvider) -> None:
     if app.state is AuthState.SIGNED_IN:
         queued = app.database.upload_queue_size()
-        console.print(f"[dim]{queued} change(s) waiting to upload: run `papyrus sync now`.[/dim]")
+        owner = app.database.sync_owner_pid
+        if owner is not None:
+            console.print(
+                f"[dim]{queued} change(s) waiting to upload; process {owner} is syncing them.[/dim]"
+            )
+        else:
+            console.print(
+                f"[dim]{queued} change(s) waiting to upload: run `papyrus sync now`.[/dim]"
+            )
 
 
 # -- accounts -------------------------------------------------------------------------------
@@ -103,23 +199,27 @@ def _server_note(result: SignOutResult) -> None:
 def register(
     email: EmailOpt,
     name: Annotated[str, typer.Option(prompt="Display name", help="Your name.")],
-    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+    password_stdin: PasswordStdinOpt = False,
     discard_pending: DiscardOpt = False,
 ) -> None:
-    """Create an account and sign in."""
+    """Create an account and sign in. The password is asked for (hidden), or read from
+    PAPYRUS_PASSWORD or, with --password-stdin, from standard input."""
     with _client() as app, _unless_pending(app, "register"):
+        password = _password(password_stdin, confirm=True)
         user = app.register(email, password, name, discard_pending=discard_pending)
         console.print(f"Signed in as [bold]{user.email}[/bold].")
 
 
 def login(
     email: EmailOpt,
-    password: Annotated[str, typer.Option(prompt=True, hide_input=True)],
+    password_stdin: PasswordStdinOpt = False,
     discard_pending: DiscardOpt = False,
 ) -> None:
-    """Sign in with email and password (a failed sign-in keeps the current session)."""
+    """Sign in with email and password (a failed sign-in keeps the current session). The
+    password is asked for (hidden), or read from PAPYRUS_PASSWORD or, with --password-stdin,
+    from standard input."""
     with _client() as app, _unless_pending(app, "login"):
-        user = app.sign_in(email, password, discard_pending=discard_pending)
+        user = app.sign_in(email, _password(password_stdin), discard_pending=discard_pending)
         console.print(f"Signed in as [bold]{user.email}[/bold].")
 
 
@@ -134,16 +234,41 @@ def login_google(
     discard_pending: DiscardOpt = False,
 ) -> None:
     """Sign in with Google in the browser."""
-
-    def show(url: str) -> None:
-        console.print(f"Open this page to sign in:\n{url}")
-
     with _client() as app, _unless_pending(app, "login-google"):
-        if no_browser:
-            app.open_browser = show
-        console.print("Waiting for the browser sign-in…")
+        browser = app.open_browser
+
+        def open_page(url: str) -> None:
+            _check_start_url(app, url)  # a server without Google sign-in fails here, at once
+            # Printed whole (no wrapping), so it can be copied into any browser.
+            console.print("Open this page to sign in:" if no_browser else "Opening:")
+            console.print(url, soft_wrap=True, markup=False, highlight=False)
+            if not no_browser:
+                browser(url)
+            console.print("Waiting for the browser sign-in…")
+
+        app.open_browser = open_page
         user = app.sign_in_with_google(port=port, timeout=timeout, discard_pending=discard_pending)
         console.print(f"Signed in as [bold]{user.email}[/bold].")
+
+
+def _check_start_url(app: AuthProvider, url: str) -> None:
+    """Asks for the sign-in page before sending anyone to it, so an error the server would
+    show in the browser (503: Google sign-in not configured, 429) is reported here instead of
+    after a wait. A successful answer is a redirect to Google; its state is never used."""
+    try:
+        resp = app.api.http.get(url, headers={"Accept": "application/json"})
+    except httpx.TransportError as exc:
+        raise TransientError(
+            f"cannot reach the Papyrus API at {app.config.api_url}: {exc}"
+        ) from exc
+    if resp.status_code < 400:
+        return
+    try:
+        err = resp.json()["error"]
+        code, message, details = err["code"], err["message"], err.get("details")
+    except (ValueError, KeyError, TypeError):
+        code, message, details = "http_error", resp.reason_phrase, None
+    raise ApiError(resp.status_code, code, message, details)
 
 
 def logout(
@@ -183,6 +308,7 @@ def status() -> None:
                 f"{app.pending_changes()} change(s) waiting to upload (sign in again to sync)",
             )
         console.print(table)
+        _not_synced_note(app)
 
 
 def offline(
@@ -285,9 +411,10 @@ def books_list(
     search: Annotated[str | None, typer.Option(help="Text in title, author or subtitle.")] = None,
     sort: Annotated[BookSort, typer.Option(help="Sort by.")] = BookSort.title,
     desc: Annotated[bool, typer.Option("--desc", help="Descending order.")] = False,
-    limit: Annotated[int | None, typer.Option(help="At most this many.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most this many.")] = 50,
+    offset: Annotated[int, typer.Option(min=0, help="Skip this many first.")] = 0,
 ) -> None:
-    """List books as a table."""
+    """List books as a table, a page at a time (--limit, --offset)."""
     query = BookFilter(
         reading_status=_value(reading_status),
         favorite=favorite,
@@ -295,24 +422,58 @@ def books_list(
         sort=sort,
         descending=desc,
         limit=limit,
+        offset=offset,
     )
     with _client() as app:
         books = app.library.list(query)
-        if not books:
+        total = app.library.count(query)
+        if books:
+            console.print(_books_table(books))
+            shown = f"{offset + 1}-{offset + len(books)}" if len(books) > 1 else str(offset + 1)
+            more = offset + len(books) < total
+            hint = f"; --offset {offset + len(books)} for more" if more else ""
+            console.print(f"[dim]{shown} of {total} book(s){hint}[/dim]")
+        elif total:
+            console.print(f"No books past the first {total} (--offset {offset}).")
+        else:
             console.print("No books.")
-            return
-        console.print(_books_table(books))
+        _not_synced_note(app)
+
+
+def _not_synced_note(app: AuthProvider) -> None:
+    """Signed in on a device that never synced: the library is not here yet."""
+    if app.state is AuthState.SIGNED_IN and not app.database.status.has_synced:
+        console.print(
+            "Nothing has been synced to this device yet: run `papyrus sync now` to download "
+            "your library.",
+            soft_wrap=True,
+        )
 
 
 @books_app.command("show")
 def books_show(book_id: Annotated[str, typer.Argument(help="Id or id prefix.")]) -> None:
     """Show every field of one book."""
     with _client() as app:
-        book = _resolve(app.library, book_id)
+        try:
+            book = _resolve(app.library, book_id)
+        except NotFoundError:
+            _not_synced_note(app)
+            raise
         table = Table(show_header=False, box=None)
         for name, value in book.to_dict().items():
             table.add_row(name, "" if value in (None, [], {}) else str(value))
         console.print(table)
+
+
+CLEARABLE = {
+    "author": "author",
+    "status": "reading_status",
+    "favorite": "is_favorite",
+    "rating": "rating",
+    "pages": "page_count",
+    "current-page": "current_page",
+    "isbn": "isbn13",
+}
 
 
 @books_app.command("edit")
@@ -325,8 +486,16 @@ def books_edit(
     rating: RatingOpt = None,
     pages: PagesOpt = None,
     current_page: Annotated[int | None, typer.Option(help="Current page.")] = None,
+    clear: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--clear",
+            metavar="FIELD",
+            help=f"Remove a field's value (repeatable): {', '.join(CLEARABLE)}.",
+        ),
+    ] = None,
 ) -> None:
-    """Change fields of a book."""
+    """Change fields of a book; --clear FIELD empties one (e.g. --clear rating)."""
     changes = _fields(
         title=title,
         author=author,
@@ -336,10 +505,19 @@ def books_edit(
         page_count=pages,
         current_page=current_page,
     )
+    for name in clear or []:
+        column = CLEARABLE.get(name)
+        if column is None:
+            err_console.print(f"Cannot clear {name!r}; clearable: {', '.join(CLEARABLE)}.")
+            raise typer.Exit(2)
+        if column in changes:
+            err_console.print(f"Give either a new {name} or --clear {name}, not both.")
+            raise typer.Exit(2)
+        changes[column] = None
     with _client() as app:
         book = _resolve(app.library, book_id)
         book = app.library.update(book.id, **changes)
-        console.print(f"Updated [bold]{book.title}[/bold].")
+        console.print(f"Updated [bold]{escape(book.title or '')}[/bold].")
         _saved_note(app)
 
 
@@ -364,6 +542,14 @@ def books_watch(
     with _client(verify=sync) as app:
         if sync and app.state is AuthState.SIGNED_IN:
             app.powersync.connect()
+            owner = app.database.sync_owner_pid
+            if owner is not None:
+                err_console.print(
+                    f"[dim]Another process (pid {owner}) is syncing this database; "
+                    "showing its changes.[/dim]"
+                )
+        elif not sync:
+            _not_synced_note(app)
         with app.library.watch() as watch:
             try:
                 for shown, books in enumerate(watch, start=1):
@@ -388,6 +574,8 @@ def _ago(moment: datetime | None) -> str:
 def _status_rows(table: Table, db: PowerSyncDatabase) -> None:
     s = db.status
     table.add_row("Connected", "yes" if s.connected else "no")
+    if db.sync_owner_pid is not None:
+        table.add_row("Synced by", f"process {db.sync_owner_pid}")
     table.add_row("Last synced", _ago(s.last_synced_at))
     table.add_row("Upload queue", str(db.upload_queue_size()))
     if s.download_progress and s.downloading:
@@ -429,8 +617,17 @@ def sync_now(
     the server has confirmed the last upload (exit code 1 if it could not)."""
     with _client(verify=True) as app:
         _signed_in(app)
+        noted: list[int] = []
         with _progress() as show:
-            result = app.sync_now(timeout, on_status=show)
+
+            def on_status(status: SyncStatus) -> None:
+                owner = app.database.sync_owner_pid
+                if owner is not None and not noted:
+                    noted.append(owner)
+                    console.print(f"Another process (pid {owner}) is syncing this database.")
+                show(status)
+
+            result = app.sync_now(timeout, on_status=on_status)
         if result.rejections:
             table = Table("Op", "Row", "Code", "Message")
             for r in result.rejections:

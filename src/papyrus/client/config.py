@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+from papyrus.client.errors import ConfigurationError
 
 TokenStoreKind = Literal["auto", "keyring", "file"]
 
@@ -52,12 +55,14 @@ class PapyrusApiConfig:
         env = os.environ if env is None else env
         store = env.get("PAPYRUS_TOKEN_STORE", "auto").strip().lower() or "auto"
         if store not in ("auto", "keyring", "file"):
-            raise ValueError("PAPYRUS_TOKEN_STORE must be one of auto, keyring, file")
+            raise ConfigurationError(
+                f"PAPYRUS_TOKEN_STORE must be one of auto, keyring, file (it is {store!r})"
+            )
         core = env.get("POWERSYNC_CORE_PATH")
         data_dir = env.get("PAPYRUS_CLIENT_DIR")
         return cls(
-            api_url=env.get("PAPYRUS_API_URL") or DEFAULT_API_URL,
-            powersync_url=env.get("POWERSYNC_SERVICE_URL") or DEFAULT_POWERSYNC_URL,
+            api_url=_http_url(env, "PAPYRUS_API_URL", DEFAULT_API_URL),
+            powersync_url=_http_url(env, "POWERSYNC_SERVICE_URL", DEFAULT_POWERSYNC_URL),
             data_dir=Path(data_dir).expanduser() if data_dir else default_data_dir(env),
             core_extension_path=Path(core).expanduser() if core else None,
             token_store=store,  # type: ignore[arg-type]
@@ -71,3 +76,20 @@ class PapyrusApiConfig:
     @property
     def account_database_path(self) -> Path:
         return self.data_dir / "papyrus-account.db"
+
+
+def _http_url(env: Mapping[str, str], name: str, default: str) -> str:
+    """The variable's value if it is a usable http(s) URL; a clear error otherwise (a missing
+    scheme, as in `localhost:8080`, is the usual slip)."""
+    value = (env.get(name) or "").strip() or default
+    try:
+        url = urllib.parse.urlsplit(value)
+        # `port` raises for a port that is not a number in range
+        valid = url.scheme in ("http", "https") and bool(url.hostname) and url.port != 0
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ConfigurationError(
+            f"{name} must be an http:// or https:// URL such as {default} (it is {value!r})"
+        )
+    return value

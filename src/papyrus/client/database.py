@@ -1,27 +1,57 @@
 """PowerSyncDatabase: one local SQLite database with the core extension, a schema, the upload
-queue, change notifications, and (optionally) a connection to a sync service."""
+queue, change notifications, and (optionally) a connection to a sync service.
+
+The API follows the official PowerSync SDKs: `execute`, `execute_batch`, `get`, `get_optional`,
+`get_all`, `read_transaction`, `write_transaction`, `watch(sql, params)` (and its async variant),
+`get_upload_queue_stats`, status changes as listeners or an async iterator.
+
+Several processes may open one database. Exactly one of them drives sync (see
+`_interprocess.py`); a background poller (`PRAGMA data_version`) tells every process about the
+others' commits, so watchers see them and the sync owner uploads what the others queued.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+import apsw
 
 from papyrus.client._core import CoreConnection, Params, Row, locate_core_extension
+from papyrus.client._interprocess import StatusFile, SyncLock, merge_live, pid_alive
 from papyrus.client.crud import CrudBatch, CrudEntry, CrudTransaction
+from papyrus.client.errors import LocalDatabaseError, NotFoundError
 from papyrus.client.schema import Schema
 from papyrus.client.sync import StatusTracker, StreamingSync, SyncOptions, SyncStatus
 
 if TYPE_CHECKING:
     from papyrus.client.connector import BackendConnector
 
+log = logging.getLogger(__name__)
+
 T = TypeVar("T")
 
 TableListener = Callable[[frozenset[str]], None]
+
+DEFAULT_POLL_INTERVAL = 0.1
+"""Seconds between two looks at `PRAGMA data_version` (commits by other processes)."""
+
+
+@dataclass(frozen=True)
+class UploadQueueStats:
+    """Local changes waiting to upload: `count` entries, `size` bytes of data (if asked)."""
+
+    count: int
+    size: int | None = None
 
 
 class Watch(Generic[T]):
@@ -67,11 +97,65 @@ class Watch(Generic[T]):
         self.close()
 
 
+class AsyncWatch(Generic[T]):
+    """`Watch` for asyncio: `async for rows in db.watch_async(sql, params)`.
+
+    The query runs in a worker thread, so the event loop never waits on SQLite."""
+
+    def __init__(self, database: PowerSyncDatabase, query: Callable[[], T], tables: Iterable[str]):
+        self._query = query
+        self._pending = True  # the first result comes at once
+        self._event: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        self._unsubscribe = database.on_change(self._changed, tables)
+
+    def _changed(self, _tables: frozenset[str]) -> None:
+        self._pending = True
+        loop, event = self._loop, self._event
+        if loop is not None and event is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                loop.call_soon_threadsafe(event.set)
+
+    def __aiter__(self) -> AsyncWatch[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        if self._event is None:
+            self._event = asyncio.Event()
+            self._loop = asyncio.get_running_loop()
+        if self._pending:
+            self._event.set()
+        if self._closed:
+            raise StopAsyncIteration
+        await self._event.wait()
+        self._event.clear()
+        self._pending = False
+        if self._closed:
+            raise StopAsyncIteration
+        return await asyncio.to_thread(self._query)
+
+    def close(self) -> None:
+        self._closed = True
+        self._unsubscribe()
+        self._changed(frozenset())
+
+    async def aclose(self) -> None:
+        self.close()
+
+    async def __aenter__(self) -> AsyncWatch[T]:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
 class PowerSyncDatabase:
     """A local database managed by the PowerSync core extension.
 
     Write through the views named by the schema (plain SQL works); the extension queues each
-    change for upload. `connect()` starts syncing with a `BackendConnector`.
+    change for upload. `connect()` starts syncing with a `BackendConnector` unless another
+    process already syncs this database, in which case this one follows that process's status.
     """
 
     def __init__(
@@ -80,21 +164,42 @@ class PowerSyncDatabase:
         schema: Schema,
         *,
         core_extension: str | os.PathLike[str] | None = None,
+        poll_interval: float = DEFAULT_POLL_INTERVAL,
     ) -> None:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = str(path)
         self.schema = schema
-        self._core = CoreConnection(path, locate_core_extension(core_extension))
-        self._core.replace_schema(schema.to_json_text())
+        extension = locate_core_extension(core_extension)
+        try:
+            self._core = CoreConnection(path, extension)
+        except apsw.Error as exc:
+            raise LocalDatabaseError(f"cannot open the local database {path}: {exc}") from exc
+        try:
+            self._core.replace_schema(schema.to_json_text())
+        except BaseException:
+            self._core.close()
+            raise
         self._sync: StreamingSync | None = None
-        self._sync_lock = threading.Lock()
+        self._connection: tuple[BackendConnector, SyncOptions] | None = None
+        self._sync_lock = threading.RLock()
         self._status = StatusTracker(
             SyncStatus(upload_queue_size=self._core.crud_count()).with_core_status(
                 self._core.offline_sync_status()
             )
         )
         self._core.add_listener(self._on_commit)
+        self._shared = self.path != ":memory:"
+        self._lock_file = SyncLock(self.path) if self._shared else None
+        self._status_file = StatusFile(self.path) if self._shared else None
+        self._published: SyncStatus | None = None
+        self._owner_pid: int | None = None
+        self._poller: _Poller | None = None
+        if self._shared:
+            self._core.poll_external_changes()  # the baseline
+            self._observe_owner()
+            self._poller = _Poller(self._tick, poll_interval, f"papyrus-poll {Path(path).name}")
+            self._poller.start()
 
     @property
     def core_version(self) -> str:
@@ -110,12 +215,30 @@ class PowerSyncDatabase:
         """Runs one statement in a write transaction (or the open one) and returns its rows."""
         return self._core.execute(sql, params)
 
+    def execute_batch(self, sql: str, params: Iterable[Params]) -> None:
+        """Runs `sql` once per parameter set, all in one write transaction (so they upload as
+        one transaction): all of them are kept, or none."""
+        self._core.execute_many(sql, list(params))
+
     def get_all(self, sql: str, params: Params = ()) -> list[Row]:
         return self._core.query(sql, params)
 
     def get_optional(self, sql: str, params: Params = ()) -> Row | None:
         rows = self._core.query(sql, params)
         return rows[0] if rows else None
+
+    def get(self, sql: str, params: Params = ()) -> Row:
+        """The first row; raises `NotFoundError` when the query returns none."""
+        row = self.get_optional(sql, params)
+        if row is None:
+            raise NotFoundError("the query returned no rows")
+        return row
+
+    @contextmanager
+    def read_transaction(self) -> Iterator[PowerSyncDatabase]:
+        """Reads inside the block see one consistent snapshot; writes inside it raise."""
+        with self._core.read():
+            yield self
 
     @contextmanager
     def write_transaction(self) -> Iterator[PowerSyncDatabase]:
@@ -126,27 +249,73 @@ class PowerSyncDatabase:
         with self._core.write():
             yield self
 
+    # -- change notifications and watched queries ----------------------------------------
+
     def on_change(
         self, listener: TableListener, tables: Iterable[str] | None = None
     ) -> Callable[[], None]:
         """Calls `listener(changed_tables)` after each commit touching `tables` (all if None),
-        whether the write was local or applied by sync. Returns an unsubscribe function."""
+        whether the write was local, applied by sync, or made by another process. Returns an
+        unsubscribe function."""
         wanted = frozenset(tables) if tables is not None else None
 
-        def filtered(changed: frozenset[str], _crud: bool) -> None:
+        def filtered(changed: frozenset[str], crud: bool) -> None:
+            if crud:
+                changed = changed | {"ps_crud"}
             hit = changed if wanted is None else changed & wanted
             if hit:
                 listener(hit)
 
         return self._core.add_listener(filtered)
 
-    def watch(self, query: Callable[[], T], tables: Iterable[str]) -> Watch[T]:
-        return Watch(self, query, tables)
+    def resolve_tables(self, sql: str, params: Params = ()) -> frozenset[str]:
+        """The tables `sql` reads, found by SQLite itself (`EXPLAIN`); views resolve to the
+        tables behind them. Raises for an unknown table or column, or for a non-query."""
+        return self._core.resolve_tables(sql, params)
+
+    @overload
+    def watch(self, query: str, params: Params = ()) -> Watch[list[Row]]: ...
+
+    @overload
+    def watch(self, query: Callable[[], T], params: Iterable[str]) -> Watch[T]: ...
+
+    def watch(self, query: str | Callable[[], Any], params: Any = ()) -> Watch[Any]:
+        """A query's result now and again after every change to the tables it reads.
+
+        `watch(sql, params)` finds those tables itself (a typo in a table name raises here);
+        `watch(query_fn, tables)` re-runs any function when `tables` change."""
+        fn, tables = self._watched(query, params)
+        return Watch(self, fn, tables)
+
+    @overload
+    def watch_async(self, query: str, params: Params = ()) -> AsyncWatch[list[Row]]: ...
+
+    @overload
+    def watch_async(self, query: Callable[[], T], params: Iterable[str]) -> AsyncWatch[T]: ...
+
+    def watch_async(self, query: str | Callable[[], Any], params: Any = ()) -> AsyncWatch[Any]:
+        """`watch` as an async iterator: `async for rows in db.watch_async(sql, params)`."""
+        fn, tables = self._watched(query, params)
+        return AsyncWatch(self, fn, tables)
+
+    def _watched(self, query: str | Callable[[], Any], params: Any) -> tuple[Any, frozenset[str]]:
+        if callable(query):
+            if isinstance(params, str) or not isinstance(params, Iterable):
+                raise TypeError("watch(query_fn, tables): give the tables as a list of names")
+            return query, frozenset(params)
+        sql, bound = query, params
+        tables = self.resolve_tables(sql, bound)
+        return (lambda: self.get_all(sql, bound)), tables
 
     # -- the upload queue ------------------------------------------------------------------
 
     def upload_queue_size(self) -> int:
         return self._core.crud_count()
+
+    def get_upload_queue_stats(self, include_size: bool = False) -> UploadQueueStats:
+        """How many entries wait to upload and, with `include_size`, their size in bytes."""
+        count, size = self._core.crud_stats(include_size)
+        return UploadQueueStats(count, size)
 
     def get_crud_batch(self, limit: int = 100) -> CrudBatch | None:
         """Up to `limit` queued entries, oldest first, regardless of transactions."""
@@ -173,14 +342,39 @@ class PowerSyncDatabase:
             transaction_id=rows[0].tx_id,
         )
 
-    # -- sync -------------------------------------------------------------------------------
+    # -- sync status ----------------------------------------------------------------------
 
     @property
     def status(self) -> SyncStatus:
+        """This database's sync status, also when another process drives its sync."""
         return self._status.current
 
     def on_status_change(self, listener: Callable[[SyncStatus], None]) -> Callable[[], None]:
         return self._status.add_listener(listener)
+
+    async def status_changes(self) -> AsyncIterator[SyncStatus]:
+        """The status now, then again whenever it changes (`async for status in ...`).
+
+        A slow consumer gets the latest status, not a backlog of stale ones."""
+        loop = asyncio.get_running_loop()
+        changed = asyncio.Event()
+
+        def wake(_status: SyncStatus) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed
+                loop.call_soon_threadsafe(changed.set)
+
+        remove = self.on_status_change(wake)
+        try:
+            last: SyncStatus | None = None
+            while True:
+                current = self.status
+                if current != last:
+                    last = current
+                    yield current
+                await changed.wait()
+                changed.clear()
+        finally:
+            remove()
 
     def wait_for_status(
         self, predicate: Callable[[SyncStatus], bool], timeout: float | None = None
@@ -197,12 +391,15 @@ class PowerSyncDatabase:
         abort: Callable[[SyncStatus], bool] | None = None,
     ) -> bool:
         """Blocks until everything written locally so far is on the server and back: the upload
-        queue is empty, the checkpoint that covers the last upload (its write checkpoint) has
-        been applied, and a checkpoint was applied on the current connection. Returns False on
+        queue is empty and the checkpoint that covers the last upload (its write checkpoint) has
+        been applied. When this object drives sync, a checkpoint must also have been applied on
+        the current connection; when another process drives it, that process must be connected
+        and not mid-download (its status arrives through the shared files). Returns False on
         timeout or when `abort(status)`, consulted on every status change, returns True.
 
         Needs a connection (`connect()`) to ever succeed. Driven by the sync loop's own events
-        (`DidCompleteSync`, uploads completing), not by comparing clocks."""
+        (`DidCompleteSync`, uploads completing) and the core's record of the last applied write
+        checkpoint in the shared database, not by comparing clocks."""
         deadline = None if timeout is None else time.monotonic() + timeout
         changed = threading.Event()
         unsubscribe = self._status.add_listener(lambda _: changed.set())
@@ -212,7 +409,7 @@ class PowerSyncDatabase:
                 status = self._status.current
                 if abort is not None and abort(status):
                     return False
-                if status.synced_since_connect and self._core.uploads_acknowledged():
+                if self._synced(status):
                     return True
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
@@ -222,25 +419,68 @@ class PowerSyncDatabase:
         finally:
             unsubscribe()
 
+    def _synced(self, status: SyncStatus) -> bool:
+        if self.local_writes_pending():
+            return False
+        if self.owns_sync:
+            return status.synced_since_connect
+        return status.connected and status.has_synced and not status.downloading
+
+    def local_writes_pending(self) -> bool:
+        """Whether local writes have not yet made the round trip: still queued, or uploaded but
+        the checkpoint containing them not applied yet. Read from the shared database (the
+        core records the last write checkpoint it applied), so it holds whichever process
+        drives sync."""
+        return not self._core.uploads_acknowledged()
+
+    # -- sync -------------------------------------------------------------------------------
+
     @property
     def connected(self) -> bool:
+        """Whether `connect()` is in effect (this process syncs, or follows the one that does)."""
+        return self._connection is not None
+
+    @property
+    def owns_sync(self) -> bool:
+        """Whether this database object runs the sync loop of its file."""
         return self._sync is not None
 
+    @property
+    def sync_owner_pid(self) -> int | None:
+        """The process that drives sync for this database file, when it is not this object."""
+        if self._sync is not None:
+            return None
+        if self._owner_pid is None and self._connection is not None and self._lock_file:
+            return self._lock_file.holder_pid()  # took the lock, has not published yet
+        return self._owner_pid
+
     def connect(self, connector: BackendConnector, options: SyncOptions | None = None) -> None:
-        """Starts syncing in the background (replacing an earlier connection)."""
+        """Starts syncing in the background (replacing an earlier connection).
+
+        If another process (or another database object) already syncs this file, no second
+        sync loop starts: this one mirrors the owner's status, the owner uploads the writes
+        made here, and this one takes over if the owner goes away while still connected."""
         with self._sync_lock:
             if self._sync is not None:
                 self._sync.stop()
-            self._sync = StreamingSync(
-                self, self._core, connector, options or SyncOptions(), self._status
-            )
-            self._sync.start()
+                self._sync = None
+            self._connection = (connector, options or SyncOptions())
+            self._take_over()
 
     def disconnect(self) -> None:
         with self._sync_lock:
             sync, self._sync = self._sync, None
-        if sync is not None:
-            sync.stop()
+            self._connection = None
+            if sync is not None:
+                sync.stop()
+            if self._status_file is not None and self._published is not None:
+                self._status_file.remove()
+            self._published = None
+            if self._lock_file is not None:
+                self._lock_file.release()
+        if sync is None:
+            self._status.update(lambda s: merge_live(s, None))
+        self._observe_owner(force=True)
 
     def disconnect_and_clear(self, *, clear_local: bool = True) -> None:
         """Stops syncing and deletes every synced row, bucket and queued write (logout)."""
@@ -255,6 +495,8 @@ class PowerSyncDatabase:
         return self._core.scrub()
 
     def close(self) -> None:
+        if self._poller is not None:
+            self._poller.stop()
         self.disconnect()
         self._core.close()
 
@@ -272,3 +514,85 @@ class PowerSyncDatabase:
             sync = self._sync
             if sync is not None:
                 sync.trigger_upload()
+        if self._sync is None and tables:
+            # Another process may have applied a checkpoint: refresh what the database knows.
+            core = self._core.offline_sync_status()
+            self._status.update(lambda s: merge_live(s.with_core_status(core), s))
+
+    def _take_over(self) -> None:
+        """With `_sync_lock` held: run the sync loop if this object can get the file's lock."""
+        if self._connection is None or self._sync is not None:
+            return
+        if self._lock_file is not None and not self._lock_file.acquire():
+            return
+        connector, options = self._connection
+        self._owner_pid = None
+        self._status.update(lambda s: merge_live(s, None))
+        self._sync = StreamingSync(self, self._core, connector, options, self._status)
+        self._sync.start()
+        self._publish()
+
+    def _publish(self) -> None:
+        """The owner writes its status for the other processes when it changed."""
+        status = self._status.current
+        if self._status_file is None or status == self._published:
+            return
+        try:
+            self._status_file.publish(status)
+            self._published = status
+        except OSError as exc:
+            log.debug("could not publish the sync status: %s", exc)
+
+    def _observe_owner(self, force: bool = False) -> None:
+        """A non-owner mirrors the live status another process publishes."""
+        if self._status_file is None or self._sync is not None:
+            return
+        owner_gone = self._owner_pid is not None and not pid_alive(self._owner_pid)
+        if not (self._status_file.changed() or owner_gone or force):
+            return
+        published = self._status_file.read()
+        if published is None:
+            self._owner_pid = None
+            self._status.update(lambda s: merge_live(s, None))
+            return
+        pid, owner = published
+        self._owner_pid = pid
+        self._status.update(lambda s: merge_live(s, owner))
+
+    def _tick(self) -> None:
+        """The poller's round: others' commits, then the sync owner's status."""
+        self._core.poll_external_changes()
+        with self._sync_lock:
+            if self._connection is not None and self._sync is None:
+                self._take_over()
+            if self._sync is not None:
+                self._publish()
+                return
+        self._observe_owner()
+
+
+class _Poller:
+    """A daemon thread calling `tick` every `interval` seconds until stopped."""
+
+    def __init__(self, tick: Callable[[], None], interval: float, name: str) -> None:
+        self._tick = tick
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not threading.current_thread():
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self._tick()
+            except Exception:
+                if self._stop.is_set():
+                    return
+                log.exception("polling the database for other processes' changes failed")

@@ -14,6 +14,14 @@ class PapyrusClientError(Exception):
     """Base class of every error raised by `papyrus.client`."""
 
 
+class ConfigurationError(PapyrusClientError, ValueError):
+    """A setting is wrong (an environment variable, a path, a URL): fix the configuration."""
+
+
+class LocalDatabaseError(PapyrusClientError):
+    """A local database file cannot be opened or used (damaged, not a database, no access)."""
+
+
 class CoreExtensionError(PapyrusClientError):
     """The PowerSync core extension is missing, the wrong build, or too old."""
 
@@ -34,7 +42,25 @@ class ApiError(PapyrusClientError):
 
 
 class TransientError(PapyrusClientError):
-    """The server could not be reached or failed temporarily (network, 5xx, 429): retry later."""
+    """The server could not be reached or failed temporarily (network, 5xx, 429): retry later.
+
+    When the server answered, `status_code`, `code`, `details` carry its error shape and
+    `retry_after` how many seconds it asked to wait (429 `Retry-After`)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        code: str | None = None,
+        details: Any = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.code = code
+        self.details = details
+        self.retry_after = retry_after
 
 
 class SignedOutError(PapyrusClientError):
@@ -50,7 +76,7 @@ class SignInError(PapyrusClientError):
 
 
 class NotFoundError(PapyrusClientError):
-    """A local record with the given id does not exist."""
+    """A local record with the given id does not exist (or a `get()` query returned no row)."""
 
 
 class PendingChangesError(PapyrusClientError):

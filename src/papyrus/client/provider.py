@@ -34,7 +34,7 @@ from papyrus.client.errors import (
     SignedOutError,
     TransientError,
 )
-from papyrus.client.schema import ACCOUNT_SCHEMA, GUEST_SCHEMA
+from papyrus.client.schema import ACCOUNT_SCHEMA, GUEST_SCHEMA, Schema
 from papyrus.client.sync import SyncOptions, SyncStatus
 from papyrus.client.tokens import TokenStore
 
@@ -86,11 +86,16 @@ class PowerSyncService:
     """The account database and its connection to the sync service."""
 
     def __init__(
-        self, config: PapyrusApiConfig, auth: AuthRepository, options: SyncOptions | None = None
+        self,
+        config: PapyrusApiConfig,
+        auth: AuthRepository,
+        options: SyncOptions | None = None,
+        schema: Schema = ACCOUNT_SCHEMA,
     ) -> None:
         self.config = config
         self.auth = auth
         self.options = options
+        self.schema = schema
         self._database: PowerSyncDatabase | None = None
         self._lock = threading.RLock()
 
@@ -100,7 +105,7 @@ class PowerSyncService:
             if self._database is None:
                 db = PowerSyncDatabase(
                     self.config.account_database_path,
-                    ACCOUNT_SCHEMA,
+                    self.schema,
                     core_extension=self.config.core_extension_path,
                 )
                 db.execute(
@@ -191,7 +196,8 @@ class AuthProvider:
     """Signs users in and out and hands out the live library.
 
     `bootstrap()` restores a stored session (refreshing it with the server); `library` is the
-    `BookRepository` of whichever database is live.
+    `BookRepository` of whichever database is live. `schema` (the account database) and
+    `guest_schema` let an app add tables of its own to the two schemas.
     """
 
     def __init__(
@@ -203,8 +209,13 @@ class AuthProvider:
         sync_options: SyncOptions | None = None,
         open_browser: Callable[[str], Any] = webbrowser.open,
         auto_connect: bool = True,
+        schema: Schema = ACCOUNT_SCHEMA,
+        guest_schema: Schema = GUEST_SCHEMA,
     ) -> None:
+        _require_tables(schema, "schema", "books", "upload_rejections")
+        _require_tables(guest_schema, "guest_schema", "books")
         self.config = config
+        self.guest_schema = guest_schema
         config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.api = AuthApiClient(config.api_url, http=http)
         self.auth = AuthRepository(
@@ -213,7 +224,7 @@ class AuthProvider:
             client_type=config.client_type,
             device_label=config.device_label,
         )
-        self.powersync = PowerSyncService(config, self.auth, sync_options)
+        self.powersync = PowerSyncService(config, self.auth, sync_options, schema)
         self.open_browser = open_browser
         self.auto_connect = auto_connect
         self.state = AuthState.SIGNED_OUT
@@ -235,7 +246,7 @@ class AuthProvider:
             if self._guest is None:
                 self._guest = PowerSyncDatabase(
                     self.config.guest_database_path,
-                    GUEST_SCHEMA,
+                    self.guest_schema,
                     core_extension=self.config.core_extension_path,
                 )
             return self._guest
@@ -544,3 +555,12 @@ class AuthProvider:
     def _save_settings(self, **changes: Any) -> None:
         settings = {**self._settings(), **changes}
         self._settings_path().write_text(json.dumps(settings))
+
+
+def _require_tables(schema: Schema, what: str, *names: str) -> None:
+    """The library and the upload connector rely on these tables; extend the default schemas
+    (`Schema([*ACCOUNT_SCHEMA.tables, Table(...)])`) rather than replace them."""
+    visible = {t.visible_name for t in schema.tables}
+    missing = [n for n in names if n not in visible]
+    if missing:
+        raise ValueError(f"{what} lacks the table(s) {', '.join(missing)} the client needs")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from papyrus.client.config import PapyrusApiConfig
+from papyrus.client.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,11 @@ class TokenStore:
         file = FileBackend(config.data_dir / "refresh-token")
         if config.token_store == "file":
             return cls(file)
+        if config.token_store == "keyring" and not keyring_usable():
+            raise ConfigurationError(
+                "PAPYRUS_TOKEN_STORE is keyring, but this system has no usable keyring backend;"
+                " use PAPYRUS_TOKEN_STORE=file (or auto, which falls back to the file)"
+            )
         if config.token_store == "keyring" or keyring_usable():
             return cls(KeyringBackend(config.data_dir))
         return cls(file)
