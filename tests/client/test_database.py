@@ -271,20 +271,20 @@ def test_status_changes_as_an_async_iterator(
 
 
 def test_auth_provider_takes_the_app_schema(tmp_path: Path) -> None:
-    notes = Table("notes", [Column.text("body")])
+    drafts = Table("drafts", [Column.text("body")])
     config = PapyrusApiConfig(data_dir=tmp_path / "client", token_store="file")
-    schema = Schema([*ACCOUNT_SCHEMA.tables, notes])
-    guest = Schema([*GUEST_SCHEMA.tables, Table("notes", [Column.text("body")], local_only=True)])
+    schema = Schema([*ACCOUNT_SCHEMA.tables, drafts])
+    guest = Schema([*GUEST_SCHEMA.tables, Table("drafts", [Column.text("body")], local_only=True)])
     with AuthProvider(config, schema=schema, guest_schema=guest, auto_connect=False) as app:
         account = app.powersync.database
-        account.execute("INSERT INTO notes (id, body) VALUES ('n1', 'hello')")
+        account.execute("INSERT INTO drafts (id, body) VALUES ('n1', 'hello')")
         tx = account.get_next_crud_transaction()
         assert tx is not None and [(e.table, e.op_data) for e in tx.crud] == [
-            ("notes", {"body": "hello"})
+            ("drafts", {"body": "hello"})
         ]
-        app.guest_database.execute("INSERT INTO notes (id, body) VALUES ('n1', 'local')")
+        app.guest_database.execute("INSERT INTO drafts (id, body) VALUES ('n1', 'local')")
         assert app.guest_database.upload_queue_size() == 0
     with pytest.raises(ValueError, match="upload_rejections"):
-        AuthProvider(config, schema=Schema([notes, *GUEST_SCHEMA.tables]))
+        AuthProvider(config, schema=Schema([drafts, *GUEST_SCHEMA.tables]))
     with AuthProvider(config) as app:  # the default is still the account schema
         assert app.powersync.database.schema is ACCOUNT_SCHEMA
