@@ -236,7 +236,7 @@ def main() -> None:
     print(f"one machine, {os.cpu_count()} cores, {args.workers} worker(s), load {_load()}")
     for phase in phases:
         print(phase.line())
-    login, refresh, powersync, storm, _ = phases
+    _, refresh, powersync, storm, _ = phases
     ratio = storm.percentile(0.99) / refresh.percentile(0.99)
     checks = [
         (f"refresh >= {TARGET_REFRESH_RPS} req/s", refresh.rate() >= TARGET_REFRESH_RPS),

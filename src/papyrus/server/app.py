@@ -5,27 +5,40 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import text
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from papyrus.server import migrate
+from papyrus.server.accounts.ratelimit import create_limits_engine
 from papyrus.server.accounts.router import auth_router, users_router
 from papyrus.server.config import Settings
 from papyrus.server.db import create_engine, session_factory
 from papyrus.server.errors import (
+    DATABASE_RETRY_AFTER,
     ErrorResponse,
     UnsupportedMediaType,
     error_response,
     install_error_handlers,
 )
 from papyrus.server.logs import install_log_redaction
+from papyrus.server.middleware import BodyLimit, CatchAll
 from papyrus.server.oauth.router import oauth_router
 from papyrus.server.powersync.keys import load_keyset
 from papyrus.server.powersync.router import router as powersync_router
+from papyrus.server.sync.router import PREFIX as SYNC_PREFIX
+from papyrus.server.sync.router import UPLOAD_PATH
 from papyrus.server.sync.router import router as sync_router
+from papyrus.server.sync.schemas import UploadRequest
+from papyrus.server.sync.validation import MAX_BODY_BYTES
+
+# Request bodies larger than `middleware.DEFAULT_MAX_BODY_BYTES`, by exact path.
+BODY_LIMITS = {f"/v1{SYNC_PREFIX}{UPLOAD_PATH}": MAX_BODY_BYTES}
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +64,10 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url())
+        limits_engine = create_limits_engine(settings.database_url())
         app.state.engine = engine
+        app.state.autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+        app.state.limits_engine = limits_engine
         app.state.session_factory = session_factory(engine)
         if settings.is_production:  # a bad PowerSync key fails the start, not the first request
             app.state.powersync_keys = load_keyset(settings)
@@ -59,6 +75,7 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await engine.dispose()
+            await limits_engine.dispose()
 
     app = FastAPI(
         title="Papyrus API",
@@ -69,6 +86,12 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     install_log_redaction()
+    # Outermost last: forwarding (if trusted) sets the client, then the body is read, then the
+    # application runs under the catch-all.
+    app.add_middleware(CatchAll)
+    app.add_middleware(BodyLimit, limits=BODY_LIMITS, timeout=settings.REQUEST_BODY_TIMEOUT_SECONDS)
+    if settings.FORWARDED_ALLOW_IPS:
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.FORWARDED_ALLOW_IPS)
 
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_json_body)])
     v1.include_router(auth_router)
@@ -76,11 +99,30 @@ def create_app(settings: Settings) -> FastAPI:
     v1.include_router(powersync_router)
     v1.include_router(oauth_router)
     app.include_router(v1)
-    # Outside `v1`: its JSON check reads the whole body first, and the upload route must enforce
-    # its size limit before and while reading (it checks the content type itself).
+    # Outside `v1`: the upload route checks its content type itself (`read_body`).
     app.include_router(sync_router, prefix="/v1")
     app.include_router(_health_router())
+    _document_raw_bodies(app)
     return app
+
+
+def _document_raw_bodies(app: FastAPI) -> None:
+    """The upload route reads its body itself, so FastAPI cannot see its model: its
+    `openapi_extra` points at `UploadRequest`, added to the components here."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, routes=app.routes, servers=app.servers
+            )
+            upload = UploadRequest.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(upload.pop("$defs", {}))
+            components[UploadRequest.__name__] = upload
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 class Readiness(BaseModel):
@@ -108,7 +150,12 @@ def _health_router() -> APIRouter:
                 current = sorted(rows)
         except Exception as exc:
             log.warning("readiness: database unavailable (%s)", type(exc).__name__)
-            return error_response(503, "not_ready", "The database is unreachable.")
+            return error_response(
+                503,
+                "not_ready",
+                "The database is unreachable.",
+                headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
+            )
         if set(current) != migrate.head_revisions():
             return error_response(
                 503, "not_ready", "Database migrations are not at head.", {"current": current}

@@ -166,7 +166,7 @@ async def link_google_start(
         google,
         target,
         purpose=service.LINK,
-        user_id=caller.user.id,
+        user_id=caller.user_id,
         app_code_challenge=challenge,
     )
     return LinkStartResponse(authorization_url=started.authorization_url)
@@ -183,8 +183,9 @@ async def link_google_complete(
 
     As with `/auth/exchange-code`, a code started with a `code_challenge` needs its verifier.
     """
-    await service.complete_link(db, caller.user, body.code, body.code_verifier)
-    return await accounts.user_public(db, caller.user)
+    user = await accounts.get_user(db, caller.user_id)
+    await service.complete_link(db, user, body.code, body.code_verifier)
+    return await accounts.user_public(db, user)
 
 
 def _cookie_path(settings: Settings) -> str:

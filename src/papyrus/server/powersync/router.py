@@ -38,7 +38,7 @@ async def issue_powersync_token(
     """A short-lived token for the PowerSync service; its `sub` is the caller's user id."""
     token = tokens.create_powersync_token(
         keys.current,
-        caller.user.id,
+        caller.user_id,
         settings.POWERSYNC_JWT_AUDIENCE,
         settings.POWERSYNC_TOKEN_TTL_SECONDS,
     )

@@ -22,16 +22,28 @@ from papyrus.server.sync.schemas import (
 )
 from papyrus.server.sync.validation import MAX_BODY_BYTES, parse_batch
 
+PREFIX = "/sync"
+UPLOAD_PATH = "/powersync-upload"
+
 router = APIRouter(
-    prefix="/sync",
+    prefix=PREFIX,
     tags=["sync"],
     responses={401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
 )
 
 
 @router.post(
-    "/powersync-upload",
+    UPLOAD_PATH,
     response_model_exclude_unset=True,
+    # Read raw (see `read_body`); documented here so generated clients know the body.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/UploadRequest"}}
+            },
+        }
+    },
     responses={
         400: {"model": ErrorResponse},
         413: {"model": ErrorResponse},
@@ -44,7 +56,7 @@ async def powersync_upload(request: Request, caller: CallerDep, db: DbDep) -> Up
     entries and 2 MiB. 200 `applied` or 200 `rejected` (nothing applied, recorded for the user):
     either way the client is done with the transaction. 5xx means retry later."""
     body = await read_body(request, MAX_BODY_BYTES)
-    result = await service.apply_upload(db, caller.user.id, parse_batch(body))
+    result = await service.apply_upload(db, caller.user_id, parse_batch(body))
     rejections = [
         UploadRejection(op_id=r.op_id, id=r.row_id, code=r.code, message=r.message)
         for r in result.rejections
@@ -62,12 +74,16 @@ async def list_rejections(
     before: Annotated[int | None, Query(description="Page: rejections older than this id.")] = None,
 ) -> RejectionList:
     """The caller's rejected upload operations, newest first."""
-    rows = await service.list_rejections(db, caller.user.id, limit, before)
+    rows = await service.list_rejections(db, caller.user_id, limit, before)
     return RejectionList(rejections=[RejectionPublic.model_validate(row) for row in rows])
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The JSON body, refused (413) from its Content-Length before reading, or while reading."""
+    """The JSON body, refused (413) from its Content-Length before reading, or while reading.
+
+    `middleware.BodyLimit` has already buffered the body under the path's cap (`BODY_LIMITS`
+    in `app`); this keeps the route's own limit and content-type check wherever it is mounted.
+    """
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
