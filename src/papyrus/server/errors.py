@@ -15,12 +15,12 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.routing import Match
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,9 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         # Each method of a path is its own route, and Starlette names only the first in Allow.
         allowed = allowed_methods(request)
         if request.method == "OPTIONS":
-            return Response(status_code=204, headers={"Allow": ", ".join([*allowed, "OPTIONS"])})
+            return Response(
+                status_code=204, headers={"Allow": ", ".join(sorted([*allowed, "OPTIONS"]))}
+            )
         headers = {**(headers or {}), "Allow": ", ".join(allowed)}
     code = _STATUS_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else "Request failed."
@@ -201,10 +203,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 def allowed_methods(request: Request) -> list[str]:
     """Every method some route of the application accepts on this path."""
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match != Match.NONE:
-            methods.update(getattr(route, "methods", None) or ())
+    path = request.scope["path"]
+    for route in iter_route_contexts(request.app.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods.update(route.methods or ())
     return sorted(methods)
 
 

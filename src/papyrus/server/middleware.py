@@ -73,7 +73,7 @@ class BodyLimit:
                 while True:
                     message = await receive()
                     if message["type"] == "http.disconnect":
-                        log.info("client went away while sending %s %s", _method_path(scope))
+                        log.info("client went away while sending %s %s", *_method_path(scope))
                         return
                     body += message.get("body", b"")
                     if len(body) > limit:
