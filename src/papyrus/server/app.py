@@ -15,7 +15,6 @@ from sqlalchemy import text
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from papyrus.server import migrate
-from papyrus.server.accounts.ratelimit import create_limits_engine
 from papyrus.server.accounts.router import auth_router, users_router
 from papyrus.server.config import Settings
 from papyrus.server.db import create_engine, session_factory
@@ -26,6 +25,7 @@ from papyrus.server.errors import (
     error_response,
     install_error_handlers,
 )
+from papyrus.server.hotdb import create_hot_pools
 from papyrus.server.logs import install_log_redaction
 from papyrus.server.middleware import BodyLimit, CatchAll
 from papyrus.server.oauth.router import oauth_router
@@ -64,18 +64,18 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url())
-        limits_engine = create_limits_engine(settings.database_url())
+        hot_pools = create_hot_pools(settings.database_url())
         app.state.engine = engine
-        app.state.autocommit_engine = engine.execution_options(isolation_level="AUTOCOMMIT")
-        app.state.limits_engine = limits_engine
+        app.state.hot_pools = hot_pools
         app.state.session_factory = session_factory(engine)
         if settings.is_production:  # a bad PowerSync key fails the start, not the first request
             app.state.powersync_keys = load_keyset(settings)
+        await hot_pools.open()
         try:
             yield
         finally:
+            await hot_pools.close()
             await engine.dispose()
-            await limits_engine.dispose()
 
     app = FastAPI(
         title="Papyrus API",

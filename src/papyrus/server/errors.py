@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
@@ -122,12 +123,17 @@ TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57")
 
 def is_database_unavailable(exc: BaseException) -> bool:
     """Trouble a retry can fix: the server is down or restarting, the pool is exhausted, the
-    connection broke, or the database asked for a retry (deadlock, serialization failure)."""
+    connection broke, or the database asked for a retry (deadlock, serialization failure).
+    For SQLAlchemy's wrapped errors and for psycopg's own (the `hotdb` pools)."""
     if isinstance(exc, OperationalError | InterfaceError | PoolTimeout):
         return True
     if isinstance(exc, DBAPIError):
         sqlstate = getattr(exc.orig, "sqlstate", None) or ""
         return exc.connection_invalidated or sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return True  # includes psycopg_pool.PoolTimeout
+    if isinstance(exc, psycopg.Error):
+        return (exc.sqlstate or "")[:2] in TRANSIENT_SQLSTATE_CLASSES
     return False
 
 
@@ -217,6 +223,9 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
     log.warning(
         "database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__
     )
+    pools = getattr(request.app.state, "hot_pools", None)
+    if pools is not None:
+        pools.recheck()
     return database_unavailable()
 
 
@@ -232,4 +241,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(PoolTimeout, _database_error)
+    app.add_exception_handler(psycopg.Error, _database_error)
     app.add_exception_handler(ClientDisconnect, _client_disconnect)

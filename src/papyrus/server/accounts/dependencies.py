@@ -14,34 +14,37 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from papyrus.server.accounts import ratelimit, service
 from papyrus.server.config import Settings
 from papyrus.server.errors import Unauthorized
+from papyrus.server.hotdb import Pool
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_session_factory(request: Request) -> async_sessionmaker[AsyncSession]:
+async def get_session_factory(request: Request) -> async_sessionmaker[AsyncSession]:
     return request.app.state.session_factory
 
 
-def get_engine(request: Request) -> AsyncEngine:
-    """Autocommit connections for the hot paths: one statement, one round trip."""
-    return request.app.state.autocommit_engine
+async def get_hot_pool(request: Request) -> Pool:
+    """Autocommit connections for the hot paths: one statement, one round trip (`hotdb`)."""
+    return request.app.state.hot_pools.main
 
 
-def get_limits_engine(request: Request) -> AsyncEngine:
-    return request.app.state.limits_engine
+async def get_limits_pool(request: Request) -> Pool:
+    return request.app.state.hot_pools.limits
 
 
+# Dependencies are `async def` even when they do not await: FastAPI runs plain functions in a
+# worker thread, a hand-off that costs more than these lookups.
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionFactoryDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_session_factory)]
-EngineDep = Annotated[AsyncEngine, Depends(get_engine)]
-LimitsEngineDep = Annotated[AsyncEngine, Depends(get_limits_engine)]
+HotPoolDep = Annotated[Pool, Depends(get_hot_pool)]
+LimitsPoolDep = Annotated[Pool, Depends(get_limits_pool)]
 
 
 async def get_db(factory: SessionFactoryDep) -> AsyncIterator[AsyncSession]:
@@ -62,13 +65,13 @@ class Caller:
 
 
 async def get_caller(
-    engine: EngineDep,
+    pool: HotPoolDep,
     settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Send an access token as 'Authorization: Bearer <token>'.")
-    user_id, session_id = await service.authenticate(engine, settings, credentials.credentials)
+    user_id, session_id = await service.authenticate(pool, settings, credentials.credentials)
     return Caller(user_id, session_id)
 
 
@@ -81,7 +84,7 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def limit_auth_ip(request: Request, limits: LimitsEngineDep, settings: SettingsDep) -> None:
+async def limit_auth_ip(request: Request, limits: LimitsPoolDep, settings: SettingsDep) -> None:
     """The per-IP budget shared by every unauthenticated credential endpoint."""
     await ratelimit.hit_ip_limit(limits, client_ip(request), settings.RATE_LIMIT_AUTH_IP_PER_MINUTE)
 

@@ -1,10 +1,8 @@
 """Rate limits kept in PostgreSQL, so they hold across every server process.
 
-Each check is one autocommit statement on a connection with `synchronous_commit = off`
-(`limits_engine`): a counter's row lock lasts for the statement alone, not for a WAL flush, so
-many requests from one address do not queue behind each other. A database crash may forget the
-last fraction of a second of counts, which is harmless for a limit. A request that later fails
-still counts.
+Each check is one autocommit statement on the `limits` pool (`hotdb`), whose commits do not
+wait for the WAL flush: a counter's row lock lasts for the statement alone, so many requests from
+one address do not queue behind each other. A request that later fails still counts.
 
 Per-address limits are sliding windows over one-minute buckets (`rate_limit_counters`, one row
 per key and minute): the current minute's count plus the previous minute's, weighted by how much
@@ -26,25 +24,13 @@ import random
 import time
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from psycopg import AsyncConnection
 
 from papyrus.server.errors import RateLimited
+from papyrus.server.hotdb import Pool
 
 _WINDOW = 60
 _SOURCE_MAX = 64
-
-
-def create_limits_engine(url: str) -> AsyncEngine:
-    """A small pool of autocommit connections that do not wait for WAL flushes."""
-    return create_async_engine(
-        url,
-        pool_size=4,
-        max_overflow=4,
-        pool_timeout=10,
-        isolation_level="AUTOCOMMIT",
-        connect_args={"options": "-c synchronous_commit=off"},
-    )
 
 
 def source_of(address: str) -> str:
@@ -60,24 +46,22 @@ def source_of(address: str) -> str:
     return str(ip)
 
 
-_HIT_SQL = text(
-    """
+_HIT_SQL = """
     WITH hit AS (
         INSERT INTO rate_limit_counters AS c (key, window_start, count)
-        VALUES (:key, :window, 1)
+        VALUES (%(key)s, %(window)s, 1)
         ON CONFLICT (key, window_start) DO UPDATE SET count = c.count + 1
         RETURNING c.count)
     SELECT hit.count, coalesce((SELECT p.count FROM rate_limit_counters p
-                                WHERE p.key = :key AND p.window_start = :previous), 0)
+                                WHERE p.key = %(key)s AND p.window_start = %(previous)s), 0)
     FROM hit
     """
-)
-_SWEEP_COUNTERS_SQL = text(
+_SWEEP_COUNTERS_SQL = (
     "DELETE FROM rate_limit_counters WHERE window_start < now() - interval '1 hour'"
 )
 
 
-async def hit_ip_limit(engine: AsyncEngine, ip: str, per_minute: int, scope: str = "auth") -> None:
+async def hit_ip_limit(pool: Pool, ip: str, per_minute: int, scope: str = "auth") -> None:
     """Counts one request from `ip`'s source; 429 once the last sixty seconds' budget is spent."""
     now = time.time()
     minute = math.floor(now / _WINDOW) * _WINDOW
@@ -87,8 +71,8 @@ async def hit_ip_limit(engine: AsyncEngine, ip: str, per_minute: int, scope: str
         "window": window,
         "previous": window - timedelta(seconds=_WINDOW),
     }
-    async with engine.connect() as conn:
-        current, previous = (await conn.execute(_HIT_SQL, params)).one()
+    async with pool.connection() as conn:
+        current, previous = await _one(conn, _HIT_SQL, params)
         if random.random() < 0.001:  # occasional sweep of old windows
             await conn.execute(_SWEEP_COUNTERS_SQL)
     elapsed = now - minute
@@ -105,22 +89,21 @@ def _seconds_until_allowed(current: int, previous: int, elapsed: float, limit: i
     return max(1, math.ceil(t - elapsed))
 
 
-_LOGIN_STATE_SQL = text(
-    """
-    SELECT count(*) FILTER (WHERE f.source = :source),
-           min(f.failed_at) FILTER (WHERE f.source = :source),
+_LOGIN_STATE_SQL = """
+    SELECT count(*) FILTER (WHERE f.source = %(source)s),
+           min(f.failed_at) FILTER (WHERE f.source = %(source)s),
            count(*),
            min(f.failed_at),
            EXISTS (SELECT 1 FROM login_known_sources k
-                   WHERE k.email = :email AND k.source = :source AND k.last_success_at > :known)
+                   WHERE k.email = %(email)s AND k.source = %(source)s
+                     AND k.last_success_at > %(known)s)
     FROM login_failures f
-    WHERE f.email = :email AND f.failed_at > :since
+    WHERE f.email = %(email)s AND f.failed_at > %(since)s
     """
-)
 
 
 async def check_login_failures(
-    engine: AsyncEngine,
+    pool: Pool,
     email: str,
     ip: str,
     *,
@@ -138,8 +121,8 @@ async def check_login_failures(
         "since": since,
         "known": now - timedelta(days=known_days),
     }
-    async with engine.connect() as conn:
-        mine, my_oldest, total, oldest, known = (await conn.execute(_LOGIN_STATE_SQL, params)).one()
+    async with pool.connection() as conn:
+        mine, my_oldest, total, oldest, known = await _one(conn, _LOGIN_STATE_SQL, params)
     message = "Too many failed sign-ins; try again later."
     if mine >= per_source:
         raise RateLimited(int((my_oldest - since).total_seconds()) + 1, message)
@@ -147,32 +130,34 @@ async def check_login_failures(
         raise RateLimited(int((oldest - since).total_seconds()) + 1, message)
 
 
-_FAILURE_SQL = text("INSERT INTO login_failures (email, source) VALUES (:email, :source)")
-_SWEEP_FAILURES_SQL = text(
-    """
+_FAILURE_SQL = "INSERT INTO login_failures (email, source) VALUES (%(email)s, %(source)s)"
+_SWEEP_FAILURES_SQL = """
     WITH old AS (DELETE FROM login_failures WHERE failed_at < now() - interval '1 day')
-    DELETE FROM login_known_sources WHERE last_success_at < now() - CAST(:keep AS interval)
+    DELETE FROM login_known_sources WHERE last_success_at < now() - CAST(%(keep)s AS interval)
     """
-)
-_SUCCESS_SQL = text(
-    """
-    WITH cleared AS (DELETE FROM login_failures WHERE email = :email AND source = :source)
+_SUCCESS_SQL = """
+    WITH cleared AS (DELETE FROM login_failures WHERE email = %(email)s AND source = %(source)s)
     INSERT INTO login_known_sources AS k (email, source, last_success_at)
-    VALUES (:email, :source, now())
+    VALUES (%(email)s, %(source)s, now())
     ON CONFLICT (email, source) DO UPDATE SET last_success_at = now()
     """
-)
 
 
-async def record_login_failure(engine: AsyncEngine, email: str, ip: str, known_days: int) -> None:
-    async with engine.connect() as conn:
+async def record_login_failure(pool: Pool, email: str, ip: str, known_days: int) -> None:
+    async with pool.connection() as conn:
         await conn.execute(_FAILURE_SQL, {"email": email, "source": source_of(ip)})
         if random.random() < 0.01:
             await conn.execute(_SWEEP_FAILURES_SQL, {"keep": f"{known_days} days"})
 
 
-async def record_login_success(engine: AsyncEngine, email: str, ip: str) -> None:
+async def record_login_success(pool: Pool, email: str, ip: str) -> None:
     """Forgets this source's failures for `email` (not other sources') and remembers it as a
     source the account's owner uses."""
-    async with engine.connect() as conn:
+    async with pool.connection() as conn:
         await conn.execute(_SUCCESS_SQL, {"email": email, "source": source_of(ip)})
+
+
+async def _one(conn: AsyncConnection, query: str, params: dict[str, object]) -> tuple:
+    row = await (await conn.execute(query, params)).fetchone()  # type: ignore[arg-type]
+    assert row is not None
+    return row

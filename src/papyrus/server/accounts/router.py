@@ -11,8 +11,8 @@ from papyrus.server.accounts.dependencies import (
     AuthRateLimit,
     CallerDep,
     DbDep,
-    EngineDep,
-    LimitsEngineDep,
+    HotPoolDep,
+    LimitsPoolDep,
     SettingsDep,
     client_ip,
 )
@@ -50,7 +50,7 @@ async def register(
     body: RegisterRequest,
     db: DbDep,
     settings: SettingsDep,
-    limits: LimitsEngineDep,
+    limits: LimitsPoolDep,
 ) -> TokenResponse:
     """Create an email/password account and sign it in."""
     user = await service.create_user(
@@ -67,7 +67,7 @@ async def login(
     body: LoginRequest,
     db: DbDep,
     settings: SettingsDep,
-    limits: LimitsEngineDep,
+    limits: LimitsPoolDep,
 ) -> TokenResponse:
     """Sign in with email and password.
 
@@ -94,9 +94,9 @@ async def login(
 
 
 @auth_router.post("/refresh", dependencies=[AuthRateLimit])
-async def refresh(body: RefreshRequest, engine: EngineDep, settings: SettingsDep) -> TokenResponse:
+async def refresh(body: RefreshRequest, pool: HotPoolDep, settings: SettingsDep) -> TokenResponse:
     """Exchange a refresh token for new tokens; the presented one stops working."""
-    return await service.refresh(engine, settings, body.refresh_token)
+    return await service.refresh(pool, settings, body.refresh_token)
 
 
 @auth_router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)

@@ -1,7 +1,7 @@
 """Accounts and sessions as plain async functions over a SQLAlchemy session.
 
 The hot paths (checking an access token, rotating a refresh token) are single SQL statements on
-autocommit connections: one round trip each, no transaction left open between them.
+autocommit connections of the `hotdb` pool: one round trip each, no transaction left open.
 """
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select, text, update
+from psycopg import AsyncConnection
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from papyrus.server.accounts import tokens
 from papyrus.server.accounts.models import AuthSession, RefreshToken, User
@@ -27,6 +28,7 @@ from papyrus.server.accounts.schemas import (
 )
 from papyrus.server.config import Settings
 from papyrus.server.errors import Conflict, NotFound, Unauthorized
+from papyrus.server.hotdb import Pool
 from papyrus.server.oauth.models import OAuthIdentity
 
 INVALID_CREDENTIALS = "Email or password is incorrect."
@@ -128,12 +130,11 @@ async def get_user(db: AsyncSession, user_id: uuid.UUID) -> User:
 # unexpired and its session live), touches the session, inserts the successor and reads the
 # user. A concurrent refresh of the same token waits on the token's row lock, then finds it
 # used, claims nothing and falls through to the reuse check below.
-_ROTATE_SQL = text(
-    """
+_ROTATE_SQL = """
     WITH claimed AS (
         UPDATE refresh_tokens t SET used_at = now()
         FROM auth_sessions s
-        WHERE t.token_hash = :presented AND t.used_at IS NULL AND t.expires_at > now()
+        WHERE t.token_hash = %(presented)s AND t.used_at IS NULL AND t.expires_at > now()
           AND s.id = t.session_id AND s.revoked_at IS NULL
         RETURNING t.session_id, s.user_id),
     touched AS (
@@ -141,7 +142,7 @@ _ROTATE_SQL = text(
         FROM claimed WHERE a.id = claimed.session_id),
     issued AS (
         INSERT INTO refresh_tokens (id, session_id, token_hash, expires_at)
-        SELECT :new_id, claimed.session_id, :new_hash, :expires_at FROM claimed)
+        SELECT %(new_id)s, claimed.session_id, %(new_hash)s, %(expires_at)s FROM claimed)
     SELECT claimed.session_id, u.id, u.email, u.email_verified, u.display_name, u.avatar_url,
            u.created_at,
            (SELECT json_agg(json_build_object(
@@ -150,23 +151,18 @@ _ROTATE_SQL = text(
             FROM oauth_identities i WHERE i.user_id = u.id) AS identities
     FROM claimed JOIN users u ON u.id = claimed.user_id
     """
-)
-_PRESENTED_SQL = text(
-    """
+_PRESENTED_SQL = """
     SELECT t.session_id, t.used_at, t.expires_at, s.revoked_at
     FROM refresh_tokens t JOIN auth_sessions s ON s.id = t.session_id
-    WHERE t.token_hash = :presented
+    WHERE t.token_hash = %(presented)s
     """
-)
-_REVOKE_FOR_REUSE_SQL = text(
-    """
+_REVOKE_FOR_REUSE_SQL = """
     UPDATE auth_sessions SET revoked_at = now(), revoked_reason = 'refresh_token_reuse'
-    WHERE id = :session_id AND revoked_at IS NULL
+    WHERE id = %(session_id)s AND revoked_at IS NULL
     """
-)
 
 
-async def refresh(engine: AsyncEngine, settings: Settings, presented: str) -> TokenResponse:
+async def refresh(pool: Pool, settings: Settings, presented: str) -> TokenResponse:
     """Rotates a refresh token. Presenting an already-rotated one revokes its whole session."""
     presented_hash = tokens.hash_token(presented)
     refresh_token = tokens.new_refresh_token()
@@ -176,8 +172,8 @@ async def refresh(engine: AsyncEngine, settings: Settings, presented: str) -> To
         "new_hash": tokens.hash_token(refresh_token),
         "expires_at": datetime.now(UTC) + timedelta(days=settings.REFRESH_TOKEN_TTL_DAYS),
     }
-    async with engine.connect() as conn:
-        row = (await conn.execute(_ROTATE_SQL, params)).first()
+    async with pool.connection() as conn:
+        row = await (await conn.execute(_ROTATE_SQL, params)).fetchone()
         if row is None:
             await _refused_refresh(conn, presented_hash)
     assert row is not None
@@ -192,36 +188,35 @@ async def refresh(engine: AsyncEngine, settings: Settings, presented: str) -> To
 _USER_COLUMNS = ("id", "email", "email_verified", "display_name", "avatar_url", "created_at")
 
 
-async def _refused_refresh(conn, presented_hash: bytes) -> None:  # type: ignore[no-untyped-def]
+async def _refused_refresh(conn: AsyncConnection, presented_hash: bytes) -> None:
     """Why the rotation claimed nothing; an already-used token revokes its session."""
-    found = (await conn.execute(_PRESENTED_SQL, {"presented": presented_hash})).first()
-    live = found is not None and found.revoked_at is None and found.expires_at > datetime.now(UTC)
-    if live and found.used_at is not None:
-        await conn.execute(_REVOKE_FOR_REUSE_SQL, {"session_id": found.session_id})
+    found = await (await conn.execute(_PRESENTED_SQL, {"presented": presented_hash})).fetchone()
+    if found is not None:
+        session_id, used_at, expires_at, revoked_at = found
+        if revoked_at is None and expires_at > datetime.now(UTC) and used_at is not None:
+            await conn.execute(_REVOKE_FOR_REUSE_SQL, {"session_id": session_id})
     raise InvalidRefreshToken()
 
 
-_LIVE_SESSION_SQL = text(
+_LIVE_SESSION_SQL = (
     "SELECT last_seen_at FROM auth_sessions"
-    " WHERE id = :session_id AND user_id = :user_id AND revoked_at IS NULL"
+    " WHERE id = %(session_id)s AND user_id = %(user_id)s AND revoked_at IS NULL"
 )
-_TOUCH_SESSION_SQL = text("UPDATE auth_sessions SET last_seen_at = now() WHERE id = :session_id")
+_TOUCH_SESSION_SQL = "UPDATE auth_sessions SET last_seen_at = now() WHERE id = %(session_id)s"
 
 
-async def authenticate(
-    engine: AsyncEngine, settings: Settings, token: str
-) -> tuple[uuid.UUID, uuid.UUID]:
+async def authenticate(pool: Pool, settings: Settings, token: str) -> tuple[uuid.UUID, uuid.UUID]:
     """The user and live session behind an access token; revoked sessions fail at once.
 
     A session's user exists while the session does (deleting a user deletes its sessions).
     """
     claims = tokens.decode_access_token(settings.access_token_secret, token)
     params = {"session_id": claims.session_id, "user_id": claims.user_id}
-    async with engine.connect() as conn:
-        last_seen = (await conn.execute(_LIVE_SESSION_SQL, params)).scalar()
-        if last_seen is None:
+    async with pool.connection() as conn:
+        row = await (await conn.execute(_LIVE_SESSION_SQL, params)).fetchone()
+        if row is None:
             raise Unauthorized("The session has ended; sign in again.", code="session_revoked")
-        if datetime.now(UTC) - last_seen > _LAST_SEEN_RESOLUTION:
+        if datetime.now(UTC) - row[0] > _LAST_SEEN_RESOLUTION:
             await conn.execute(_TOUCH_SESSION_SQL, params)
     return claims.user_id, claims.session_id
 
