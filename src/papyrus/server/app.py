@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -84,6 +85,7 @@ def create_app(settings: Settings) -> FastAPI:
         responses={415: {"model": ErrorResponse}, 500: {"model": ErrorResponse}},
     )
     app.state.settings = settings
+    app.state.powersync_keys_lock = asyncio.Lock()
     install_error_handlers(app)
     install_log_redaction()
     # Outermost last: forwarding (if trusted) sets the client, then the body is read, then the

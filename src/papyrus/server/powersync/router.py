@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from papyrus.server.accounts.dependencies import CallerDep, SettingsDep
@@ -20,11 +21,16 @@ router = APIRouter(prefix="/auth", tags=["powersync"])
 
 
 async def get_keyset(request: Request) -> KeySet:
-    """Loaded on first use (in development this may generate the key pair), then kept."""
-    keyset = getattr(request.app.state, "powersync_keys", None)
+    """Loaded on first use (in development this may generate the key pair), then kept. Loaded
+    once: the first requests of a burst wait for it instead of each parsing the key."""
+    state = request.app.state
+    keyset = getattr(state, "powersync_keys", None)
     if keyset is None:
-        keyset = await run_in_threadpool(load_keyset, request.app.state.settings)
-        request.app.state.powersync_keys = keyset
+        async with state.powersync_keys_lock:
+            keyset = getattr(state, "powersync_keys", None)
+            if keyset is None:
+                keyset = await run_in_threadpool(load_keyset, state.settings)
+                state.powersync_keys = keyset
     return keyset
 
 
@@ -46,8 +52,7 @@ async def issue_powersync_token(
     return PowerSyncTokenResponse(token=token, expires_in=settings.POWERSYNC_TOKEN_TTL_SECONDS)
 
 
-@router.get("/jwks")
-async def jwks(keys: KeySetDep, response: Response) -> Jwks:
+@router.get("/jwks", response_model=Jwks)
+async def jwks(keys: KeySetDep) -> Response:
     """The public keys of PowerSync tokens: the current one, and the previous during a rotation."""
-    response.headers["Cache-Control"] = JWKS_CACHE_CONTROL
-    return Jwks.model_validate(keys.jwks())
+    return JSONResponse(keys.jwks(), headers={"Cache-Control": JWKS_CACHE_CONTROL})
