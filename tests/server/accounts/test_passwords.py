@@ -43,4 +43,4 @@ def test_concurrent_hashing_is_bounded_by_the_cores(monkeypatch) -> None:
     assert asyncio.run(main()) == [True] * storm
     assert tracking.peak == passwords.HASHING_THREADS == len(os.sched_getaffinity(0))
     # Below the event loop's priority (niceness 0), so the loop wins a contested core.
-    assert tracking.niceness == {10}
+    assert tracking.niceness == {5}
