@@ -93,10 +93,12 @@ async def login(
     return await service.start_session(db, settings, user, body.client_type, body.device_label)
 
 
-@auth_router.post("/refresh", dependencies=[AuthRateLimit])
-async def refresh(body: RefreshRequest, pool: HotPoolDep, settings: SettingsDep) -> TokenResponse:
+@auth_router.post("/refresh", dependencies=[AuthRateLimit], response_model=TokenResponse)
+async def refresh(body: RefreshRequest, pool: HotPoolDep, settings: SettingsDep) -> Response:
     """Exchange a refresh token for new tokens; the presented one stops working."""
-    return await service.refresh(pool, settings, body.refresh_token)
+    tokens = await service.refresh(pool, settings, body.refresh_token)
+    # Serialised here by the model itself: FastAPI would validate it a second time.
+    return Response(tokens.model_dump_json(), media_type="application/json")
 
 
 @auth_router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)

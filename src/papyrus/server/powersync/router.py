@@ -37,10 +37,14 @@ async def get_keyset(request: Request) -> KeySet:
 KeySetDep = Annotated[KeySet, Depends(get_keyset)]
 
 
-@router.post("/powersync-token", responses={401: {"model": ErrorResponse}})
+@router.post(
+    "/powersync-token",
+    response_model=PowerSyncTokenResponse,
+    responses={401: {"model": ErrorResponse}},
+)
 async def issue_powersync_token(
-    caller: CallerDep, settings: SettingsDep, keys: KeySetDep, response: Response
-) -> PowerSyncTokenResponse:
+    caller: CallerDep, settings: SettingsDep, keys: KeySetDep
+) -> Response:
     """A short-lived token for the PowerSync service; its `sub` is the caller's user id."""
     token = tokens.create_powersync_token(
         keys.current,
@@ -48,8 +52,8 @@ async def issue_powersync_token(
         settings.POWERSYNC_JWT_AUDIENCE,
         settings.POWERSYNC_TOKEN_TTL_SECONDS,
     )
-    response.headers["Cache-Control"] = "no-store"
-    return PowerSyncTokenResponse(token=token, expires_in=settings.POWERSYNC_TOKEN_TTL_SECONDS)
+    body = {"token": token, "expires_in": settings.POWERSYNC_TOKEN_TTL_SECONDS}
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
 
 @router.get("/jwks", response_model=Jwks)
