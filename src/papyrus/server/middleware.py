@@ -3,7 +3,8 @@
 `BodyLimit` reads every request body in full, bounded in size and in time, *before* the
 application sees the request. Routes, dependencies and database sessions therefore never wait
 on the network: a client that stalls its body holds a small buffer and a socket, never a
-database connection or an open transaction.
+database connection or an open transaction. Bodies are JSON only: anything else is a clear 415,
+decided from the headers before reading, rather than a confusing 422.
 
 `CatchAll` turns an unexpected exception into the one error shape without letting it escape to
 the server, so it is logged once and the keep-alive connection survives.
@@ -51,11 +52,14 @@ class BodyLimit:
             return
         length: bytes | None = None
         chunked = False
+        content_type = b""
         for name, value in scope["headers"]:
             if name == b"content-length":
                 length = value
             elif name == b"transfer-encoding":
                 chunked = True
+            elif name == b"content-type":
+                content_type = value
         if not chunked and (length is None or length == b"0"):
             await self.app(scope, receive, send)  # no body to wait for
             return
@@ -67,6 +71,15 @@ class BodyLimit:
             if int(length) > limit:
                 await _too_large(scope, send, limit)
                 return
+        if content_type.split(b";")[0].strip().lower() != b"application/json":
+            await _refuse(
+                scope,
+                send,
+                415,
+                "unsupported_media_type",
+                "Send the request body as application/json.",
+            )
+            return
         body = bytearray()
         try:
             async with asyncio.timeout(self.timeout):
