@@ -65,13 +65,17 @@ class Caller:
 
 
 async def get_caller(
-    pool: HotPoolDep,
-    settings: SettingsDep,
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Send an access token as 'Authorization: Bearer <token>'.")
-    user_id, session_id = await service.authenticate(pool, settings, credentials.credentials)
+    # Read from app state rather than through sub-dependencies: this runs on every
+    # authenticated request, and each dependency FastAPI resolves costs time.
+    state = request.app.state
+    user_id, session_id = await service.authenticate(
+        state.hot_pools.main, state.settings, credentials.credentials
+    )
     return Caller(user_id, session_id)
 
 
@@ -84,9 +88,12 @@ def client_ip(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def limit_auth_ip(request: Request, limits: LimitsPoolDep, settings: SettingsDep) -> None:
+async def limit_auth_ip(request: Request) -> None:
     """The per-IP budget shared by every unauthenticated credential endpoint."""
-    await ratelimit.hit_ip_limit(limits, client_ip(request), settings.RATE_LIMIT_AUTH_IP_PER_MINUTE)
+    state = request.app.state  # directly, as in `get_caller`
+    await ratelimit.hit_ip_limit(
+        state.hot_pools.limits, client_ip(request), state.settings.RATE_LIMIT_AUTH_IP_PER_MINUTE
+    )
 
 
 AuthRateLimit = Depends(limit_auth_ip)

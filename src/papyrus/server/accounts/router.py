@@ -11,7 +11,6 @@ from papyrus.server.accounts.dependencies import (
     AuthRateLimit,
     CallerDep,
     DbDep,
-    HotPoolDep,
     LimitsPoolDep,
     SettingsDep,
     client_ip,
@@ -94,9 +93,10 @@ async def login(
 
 
 @auth_router.post("/refresh", dependencies=[AuthRateLimit], response_model=TokenResponse)
-async def refresh(body: RefreshRequest, pool: HotPoolDep, settings: SettingsDep) -> Response:
+async def refresh(request: Request, body: RefreshRequest) -> Response:
     """Exchange a refresh token for new tokens; the presented one stops working."""
-    tokens = await service.refresh(pool, settings, body.refresh_token)
+    state = request.app.state  # no sub-dependencies on this hot path
+    tokens = await service.refresh(state.hot_pools.main, state.settings, body.refresh_token)
     # Serialised here by the model itself: FastAPI would validate it a second time.
     return Response(tokens.model_dump_json(), media_type="application/json")
 

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from papyrus.server.accounts.dependencies import CallerDep, SettingsDep
+from papyrus.server.accounts.dependencies import CallerDep
+from papyrus.server.config import Settings
 from papyrus.server.errors import ErrorResponse
 from papyrus.server.powersync import tokens
 from papyrus.server.powersync.keys import KeySet, load_keyset
@@ -42,10 +43,10 @@ KeySetDep = Annotated[KeySet, Depends(get_keyset)]
     response_model=PowerSyncTokenResponse,
     responses={401: {"model": ErrorResponse}},
 )
-async def issue_powersync_token(
-    caller: CallerDep, settings: SettingsDep, keys: KeySetDep
-) -> Response:
+async def issue_powersync_token(request: Request, caller: CallerDep) -> Response:
     """A short-lived token for the PowerSync service; its `sub` is the caller's user id."""
+    settings: Settings = request.app.state.settings  # no sub-dependencies on this hot path
+    keys = await get_keyset(request)
     token = tokens.create_powersync_token(
         keys.current,
         caller.user_id,
