@@ -31,6 +31,7 @@ class _Tracking:
 
 
 def test_concurrent_hashing_is_bounded_by_the_cores(monkeypatch) -> None:
+    """One hashing thread per core but one: the event loop keeps a core during a storm."""
     tracking = _Tracking()
     monkeypatch.setattr(passwords, "_hasher", tracking)
     storm = 4 * passwords.HASHING_THREADS + 4
@@ -41,6 +42,7 @@ def test_concurrent_hashing_is_bounded_by_the_cores(monkeypatch) -> None:
         )
 
     assert asyncio.run(main()) == [True] * storm
-    assert tracking.peak == passwords.HASHING_THREADS == len(os.sched_getaffinity(0))
+    cores = len(os.sched_getaffinity(0))
+    assert tracking.peak == passwords.HASHING_THREADS == max(1, cores - 1)
     # Below the event loop's priority (niceness 0), so the loop wins a contested core.
     assert tracking.niceness == {5}
