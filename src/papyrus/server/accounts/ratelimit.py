@@ -150,11 +150,13 @@ async def record_login_failure(pool: Pool, email: str, ip: str, known_days: int)
             await conn.execute(_SWEEP_FAILURES_SQL, {"keep": f"{known_days} days"})
 
 
-async def record_login_success(pool: Pool, email: str, ip: str) -> None:
+async def record_login_success(pool: Pool, email: str, ip: str, known_days: int) -> None:
     """Forgets this source's failures for `email` (not other sources') and remembers it as a
     source the account's owner uses."""
     async with pool.connection() as conn:
         await conn.execute(_SUCCESS_SQL, {"email": email, "source": source_of(ip)})
+        if random.random() < 0.01:
+            await conn.execute(_SWEEP_FAILURES_SQL, {"keep": f"{known_days} days"})
 
 
 async def _one(conn: AsyncConnection, query: str, params: dict[str, object]) -> tuple:

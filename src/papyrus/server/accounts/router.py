@@ -56,7 +56,9 @@ async def register(
         db, email=body.email, password=body.password, display_name=body.display_name
     )
     tokens = await service.start_session(db, settings, user, body.client_type, body.device_label)
-    await ratelimit.record_login_success(limits, body.email, client_ip(request))
+    await ratelimit.record_login_success(
+        limits, body.email, client_ip(request), settings.RATE_LIMIT_LOGIN_KNOWN_SOURCE_DAYS
+    )
     return tokens
 
 
@@ -88,7 +90,9 @@ async def login(
             limits, body.email, ip, settings.RATE_LIMIT_LOGIN_KNOWN_SOURCE_DAYS
         )
         raise
-    await ratelimit.record_login_success(limits, body.email, ip)
+    await ratelimit.record_login_success(
+        limits, body.email, ip, settings.RATE_LIMIT_LOGIN_KNOWN_SOURCE_DAYS
+    )
     return await service.start_session(db, settings, user, body.client_type, body.device_label)
 
 
