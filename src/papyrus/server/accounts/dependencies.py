@@ -30,12 +30,8 @@ async def get_session_factory(request: Request) -> async_sessionmaker[AsyncSessi
     return request.app.state.session_factory
 
 
-async def get_hot_pool(request: Request) -> Pool:
-    """Autocommit connections for the hot paths: one statement, one round trip (`hotdb`)."""
-    return request.app.state.hot_pools.main
-
-
 async def get_limits_pool(request: Request) -> Pool:
+    """Autocommit connections for rate-limit counting (`hotdb`)."""
     return request.app.state.hot_pools.limits
 
 
@@ -43,7 +39,6 @@ async def get_limits_pool(request: Request) -> Pool:
 # worker thread, a hand-off that costs more than these lookups.
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionFactoryDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_session_factory)]
-HotPoolDep = Annotated[Pool, Depends(get_hot_pool)]
 LimitsPoolDep = Annotated[Pool, Depends(get_limits_pool)]
 
 
