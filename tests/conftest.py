@@ -96,6 +96,7 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settin
         "ACCESS_TOKEN_SECRET": secrets.token_urlsafe(32),
         "RATE_LIMIT_AUTH_IP_PER_MINUTE": 100_000,
         "RATE_LIMIT_LOGIN_FAILURES_PER_EMAIL": 100_000,
+        "RATE_LIMIT_LOGIN_FAILURES_PER_SOURCE": 100_000,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
@@ -182,8 +183,14 @@ class LiveServer:
     def __init__(self, app: Any, port: int | None = None, lifespan: str = "auto") -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # proxy_headers off, as `papyrus serve` runs it: the app decides whom to believe.
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan=lifespan
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan=lifespan,
+            proxy_headers=False,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -168,3 +168,33 @@ def test_dev_runs_api_and_sync_service_and_stops_everything_on_ctrl_c(tmp_path: 
     for dead in (url, sync_url):
         with pytest.raises(httpx.ConnectError):
             httpx.get(f"{dead}/health", timeout=2)
+
+
+@pytest.mark.parametrize("trusted", [False, True], ids=["default", "FORWARDED_ALLOW_IPS"])
+def test_serve_believes_forwarding_only_from_configured_proxies(
+    tmp_path: Path, pg_server, database_name, trusted: bool
+) -> None:
+    """uvicorn alone trusts X-Forwarded-For from 127.0.0.1; `serve` trusts nobody unless told."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = _env(DATABASE_URL=pg_server.url(database_name), RATE_LIMIT_AUTH_IP_PER_MINUTE="3")
+    if trusted:
+        env["FORWARDED_ALLOW_IPS"] = "127.0.0.1"
+    proc = subprocess.Popen(
+        [*PAPYRUS, "serve", "--port", str(port), "--data-dir", str(tmp_path)], env=env
+    )
+    try:
+        _wait_ready(url, proc)
+        statuses = [
+            httpx.post(
+                f"{url}/v1/auth/refresh",
+                json={"refresh_token": "nope"},
+                headers={"X-Forwarded-For": f"198.18.0.{i}"},
+            ).status_code
+            for i in range(5)
+        ]
+    finally:
+        _stop(proc, signal.SIGTERM)
+    # Spoofed addresses from an untrusted peer all count against the peer; from a trusted
+    # proxy each is its own client.
+    assert statuses == ([401] * 5 if trusted else [401, 401, 401, 429, 429])

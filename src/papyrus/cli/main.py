@@ -213,6 +213,9 @@ def serve(
                 port=port,
                 workers=workers,
                 log_level=settings.LOG_LEVEL.lower(),
+                # The application believes X-Forwarded-* only from FORWARDED_ALLOW_IPS (none by
+                # default); uvicorn's own handling would trust 127.0.0.1 whatever is configured.
+                proxy_headers=False,
             )
         except KeyboardInterrupt:
             pass  # Ctrl-C or SIGTERM: a normal stop

@@ -6,6 +6,7 @@ missing secrets are generated once and kept under the data directory, never in t
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from functools import cached_property
@@ -31,8 +32,37 @@ class Settings(BaseSettings):
     REFRESH_TOKEN_TTL_DAYS: int = Field(default=30, ge=1, le=365)
 
     RATE_LIMIT_AUTH_IP_PER_MINUTE: int = Field(default=60, ge=1)
-    RATE_LIMIT_LOGIN_FAILURES_PER_EMAIL: int = Field(default=10, ge=1)
+    # Failed logins for one email from one source (IPv4 address or IPv6 /64) in the window.
+    RATE_LIMIT_LOGIN_FAILURES_PER_SOURCE: int = Field(default=10, ge=1)
+    # Failed logins for one email from every source: past it, only known sources may try.
+    RATE_LIMIT_LOGIN_FAILURES_PER_EMAIL: int = Field(default=100, ge=1)
     RATE_LIMIT_LOGIN_FAILURE_WINDOW_SECONDS: int = Field(default=900, ge=1)
+    # How long a source that signed in to an account stays known to it.
+    RATE_LIMIT_LOGIN_KNOWN_SOURCE_DAYS: int = Field(default=90, ge=1)
+
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (IPs or CIDRs, comma-
+    # separated; "*" for any). Empty: none, the TCP peer is the client.
+    FORWARDED_ALLOW_IPS: Annotated[list[str], NoDecode] = []
+    # A request body must arrive in full within this time, or the answer is 408.
+    REQUEST_BODY_TIMEOUT_SECONDS: float = Field(default=30.0, gt=0, le=600)
+
+    @field_validator("FORWARDED_ALLOW_IPS", mode="before")
+    @classmethod
+    def _split_forwarded(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("FORWARDED_ALLOW_IPS")
+    @classmethod
+    def _check_forwarded(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if item != "*":
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(f"not an IP address or network: {item!r}") from None
+        return value
 
     # --- OAuth: Google sign-in (see docs/google-sign-in.md) ---
     GOOGLE_OAUTH_CLIENT_ID: str | None = None

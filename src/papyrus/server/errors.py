@@ -1,8 +1,10 @@
 """The one error shape: `{"error": {"code", "message", "details"}}`, for every failure.
 
 Domain code raises `ApiError` subclasses; handlers here turn those, FastAPI's validation errors
-and Starlette's 404/405 into the shape. Unexpected exceptions are logged (type and traceback,
-never request bodies) and answered with a bare 500.
+and Starlette's 404/405 into the shape. A database that cannot be reached is a 503 with
+`Retry-After` (clients retry), logged once without a traceback. Other unexpected exceptions are
+logged (type and traceback, never request bodies) and answered with a bare 500 by
+`middleware.CatchAll`.
 """
 
 from __future__ import annotations
@@ -10,11 +12,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from fastapi.routing import iter_route_contexts
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +114,38 @@ class ServiceUnavailable(ApiError):
     message = "The service is temporarily unavailable."
 
 
+# Seconds a client should wait before retrying after the database was unreachable.
+DATABASE_RETRY_AFTER = 5
+# SQLSTATE classes worth a retry: connection, transaction rollback (deadlock, serialization),
+# insufficient resources, operator intervention (shutdown, statement timeout).
+TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57")
+
+
+def is_database_unavailable(exc: BaseException) -> bool:
+    """Trouble a retry can fix: the server is down or restarting, the pool is exhausted, the
+    connection broke, or the database asked for a retry (deadlock, serialization failure).
+    For SQLAlchemy's wrapped errors and for psycopg's own (the `hotdb` pools)."""
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeout):
+        return True
+    if isinstance(exc, DBAPIError):
+        sqlstate = getattr(exc.orig, "sqlstate", None) or ""
+        return exc.connection_invalidated or sqlstate[:2] in TRANSIENT_SQLSTATE_CLASSES
+    if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return True  # includes psycopg_pool.PoolTimeout
+    if isinstance(exc, psycopg.Error):
+        return (exc.sqlstate or "")[:2] in TRANSIENT_SQLSTATE_CLASSES
+    return False
+
+
+def database_unavailable() -> JSONResponse:
+    return error_response(
+        503,
+        "service_unavailable",
+        "The database is temporarily unavailable; retry shortly.",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
+    )
+
+
 _STATUS_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -151,26 +190,56 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "validation_error", "The request is invalid.", details)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, StarletteHTTPException)
+    headers = exc.headers
+    if exc.status_code == 405:
+        # Each method of a path is its own route, and Starlette names only the first in Allow.
+        allowed = allowed_methods(request)
+        if request.method == "OPTIONS":
+            return Response(
+                status_code=204, headers={"Allow": ", ".join(sorted([*allowed, "OPTIONS"]))}
+            )
+        headers = {**(headers or {}), "Allow": ", ".join(allowed)}
     code = _STATUS_CODES.get(exc.status_code, "http_error")
     message = exc.detail if isinstance(exc.detail, str) else "Request failed."
-    return error_response(exc.status_code, code, message, headers=exc.headers)
+    return error_response(exc.status_code, code, message, headers=headers)
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    log.error(
-        "unhandled %s on %s %s",
-        type(exc).__name__,
-        request.method,
-        request.url.path,
-        exc_info=exc,
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the application accepts on this path."""
+    methods: set[str] = set()
+    path = request.scope["path"]
+    for route in iter_route_contexts(request.app.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods.update(route.methods or ())
+    return sorted(methods)
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    if not is_database_unavailable(exc):
+        raise exc  # a bug, not an outage: the catch-all logs it and answers 500
+    log.warning(
+        "database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__
     )
-    return error_response(500, "internal_error", "Something went wrong on our side.")
+    pools = getattr(request.app.state, "hot_pools", None)
+    if pools is not None:
+        pools.recheck()
+    return database_unavailable()
+
+
+async def _client_disconnect(request: Request, exc: Exception) -> Response:
+    # Nobody is left to answer; not an error of ours.
+    log.info("client went away during %s %s", request.method, request.url.path)
+    return Response(status_code=499)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected_error)
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(PoolTimeout, _database_error)
+    app.add_exception_handler(psycopg.Error, _database_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnect)

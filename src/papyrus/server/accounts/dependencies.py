@@ -1,7 +1,13 @@
-"""FastAPI dependencies: settings, database session, the signed-in caller, rate limits."""
+"""FastAPI dependencies: settings, database session, the signed-in caller, rate limits.
+
+Request bodies have been read in full before any of these run (`middleware.BodyLimit`), and the
+database session closes before the response is sent, so no request holds a connection while it
+waits on the network.
+"""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated
@@ -11,21 +17,29 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from papyrus.server.accounts import ratelimit, service
-from papyrus.server.accounts.models import AuthSession, User
 from papyrus.server.config import Settings
 from papyrus.server.errors import Unauthorized
+from papyrus.server.hotdb import Pool
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_session_factory(request: Request) -> async_sessionmaker[AsyncSession]:
+async def get_session_factory(request: Request) -> async_sessionmaker[AsyncSession]:
     return request.app.state.session_factory
 
 
+async def get_limits_pool(request: Request) -> Pool:
+    """Autocommit connections for rate-limit counting (`hotdb`)."""
+    return request.app.state.hot_pools.limits
+
+
+# Dependencies are `async def` even when they do not await: FastAPI runs plain functions in a
+# worker thread, a hand-off that costs more than these lookups.
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionFactoryDep = Annotated[async_sessionmaker[AsyncSession], Depends(get_session_factory)]
+LimitsPoolDep = Annotated[Pool, Depends(get_limits_pool)]
 
 
 async def get_db(factory: SessionFactoryDep) -> AsyncIterator[AsyncSession]:
@@ -33,42 +47,47 @@ async def get_db(factory: SessionFactoryDep) -> AsyncIterator[AsyncSession]:
         yield session
 
 
-DbDep = Annotated[AsyncSession, Depends(get_db)]
+# scope="function": closed when the route returns, before the response goes out.
+DbDep = Annotated[AsyncSession, Depends(get_db, scope="function")]
 
 _bearer = HTTPBearer(auto_error=False, description="Papyrus access token")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Caller:
-    user: User
-    session: AuthSession
+    user_id: uuid.UUID
+    session_id: uuid.UUID
 
 
 async def get_caller(
-    db: DbDep,
-    settings: SettingsDep,
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized("Send an access token as 'Authorization: Bearer <token>'.")
-    user, auth_session = await service.authenticate(db, settings, credentials.credentials)
-    return Caller(user, auth_session)
+    # Read from app state rather than through sub-dependencies: this runs on every
+    # authenticated request, and each dependency FastAPI resolves costs time.
+    state = request.app.state
+    user_id, session_id = await service.authenticate(
+        state.hot_pools.main, state.settings, credentials.credentials
+    )
+    return Caller(user_id, session_id)
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
 def client_ip(request: Request) -> str:
-    """The peer address; behind a proxy, uvicorn's --forwarded-allow-ips rewrites it."""
+    """The peer address. Forwarding headers have rewritten it only if the peer is a trusted
+    proxy (FORWARDED_ALLOW_IPS); otherwise it is the TCP peer, whatever headers say."""
     return request.client.host if request.client else "unknown"
 
 
-async def limit_auth_ip(
-    request: Request, factory: SessionFactoryDep, settings: SettingsDep
-) -> None:
+async def limit_auth_ip(request: Request) -> None:
     """The per-IP budget shared by every unauthenticated credential endpoint."""
+    state = request.app.state  # directly, as in `get_caller`
     await ratelimit.hit_ip_limit(
-        factory, client_ip(request), settings.RATE_LIMIT_AUTH_IP_PER_MINUTE
+        state.hot_pools.limits, client_ip(request), state.settings.RATE_LIMIT_AUTH_IP_PER_MINUTE
     )
 
 

@@ -86,11 +86,27 @@ class RateLimitCounter(Base):
 
 
 class LoginFailure(Base):
+    """One failed password sign-in for an email, from one source (see `ratelimit`)."""
+
     __tablename__ = "login_failures"
     __table_args__ = (Index("ix_login_failures_email_at", "email", "failed_at"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     email: Mapped[str] = mapped_column(String(254), nullable=False)
+    source: Mapped[str] = mapped_column(String(64), nullable=False, server_default="")
     failed_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+
+class LoginKnownSource(Base):
+    """A source that signed in to an account with its password: still let through when the
+    account's failures from everywhere else reach the global limit."""
+
+    __tablename__ = "login_known_sources"
+
+    email: Mapped[str] = mapped_column(String(254), primary_key=True)
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_success_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), nullable=False
     )

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Body, Response, status
+from fastapi import APIRouter, Body, Request, Response, status
 
 from papyrus.server.accounts import ratelimit, service
 from papyrus.server.accounts.dependencies import (
     AuthRateLimit,
     CallerDep,
     DbDep,
-    SessionFactoryDep,
+    LimitsPoolDep,
     SettingsDep,
+    client_ip,
 )
 from papyrus.server.accounts.schemas import (
     LoginRequest,
@@ -43,38 +44,65 @@ users_router = APIRouter(prefix="/users", tags=["users"], responses=_errors)
     dependencies=[AuthRateLimit],
     responses={409: {"model": ErrorResponse}},
 )
-async def register(body: RegisterRequest, db: DbDep, settings: SettingsDep) -> TokenResponse:
+async def register(
+    request: Request,
+    body: RegisterRequest,
+    db: DbDep,
+    settings: SettingsDep,
+    limits: LimitsPoolDep,
+) -> TokenResponse:
     """Create an email/password account and sign it in."""
     user = await service.create_user(
         db, email=body.email, password=body.password, display_name=body.display_name
     )
-    return await service.start_session(db, settings, user, body.client_type, body.device_label)
+    tokens = await service.start_session(db, settings, user, body.client_type, body.device_label)
+    await ratelimit.record_login_success(
+        limits, body.email, client_ip(request), settings.RATE_LIMIT_LOGIN_KNOWN_SOURCE_DAYS
+    )
+    return tokens
 
 
 @auth_router.post("/login", dependencies=[AuthRateLimit])
 async def login(
-    body: LoginRequest, db: DbDep, settings: SettingsDep, factory: SessionFactoryDep
+    request: Request,
+    body: LoginRequest,
+    db: DbDep,
+    settings: SettingsDep,
+    limits: LimitsPoolDep,
 ) -> TokenResponse:
-    """Sign in with email and password."""
+    """Sign in with email and password.
+
+    Failures are limited per email and source; see the README's security section."""
+    ip = client_ip(request)
     await ratelimit.check_login_failures(
-        factory,
+        limits,
         body.email,
-        settings.RATE_LIMIT_LOGIN_FAILURES_PER_EMAIL,
-        settings.RATE_LIMIT_LOGIN_FAILURE_WINDOW_SECONDS,
+        ip,
+        per_source=settings.RATE_LIMIT_LOGIN_FAILURES_PER_SOURCE,
+        per_email=settings.RATE_LIMIT_LOGIN_FAILURES_PER_EMAIL,
+        window_seconds=settings.RATE_LIMIT_LOGIN_FAILURE_WINDOW_SECONDS,
+        known_days=settings.RATE_LIMIT_LOGIN_KNOWN_SOURCE_DAYS,
     )
     try:
         user = await service.login(db, body.email, body.password)
     except service.InvalidCredentials:
-        await ratelimit.record_login_failure(factory, body.email)
+        await ratelimit.record_login_failure(
+            limits, body.email, ip, settings.RATE_LIMIT_LOGIN_KNOWN_SOURCE_DAYS
+        )
         raise
-    await ratelimit.clear_login_failures(factory, body.email)
+    await ratelimit.record_login_success(
+        limits, body.email, ip, settings.RATE_LIMIT_LOGIN_KNOWN_SOURCE_DAYS
+    )
     return await service.start_session(db, settings, user, body.client_type, body.device_label)
 
 
-@auth_router.post("/refresh", dependencies=[AuthRateLimit])
-async def refresh(body: RefreshRequest, db: DbDep, settings: SettingsDep) -> TokenResponse:
+@auth_router.post("/refresh", dependencies=[AuthRateLimit], response_model=TokenResponse)
+async def refresh(request: Request, body: RefreshRequest) -> Response:
     """Exchange a refresh token for new tokens; the presented one stops working."""
-    return await service.refresh(db, settings, body.refresh_token)
+    state = request.app.state  # no sub-dependencies on this hot path
+    tokens = await service.refresh(state.hot_pools.main, state.settings, body.refresh_token)
+    # Serialised here by the model itself: FastAPI would validate it a second time.
+    return Response(tokens.model_dump_json(), media_type="application/json")
 
 
 @auth_router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
@@ -85,8 +113,8 @@ async def logout(
     all_devices = body is not None and body.all_devices
     await service.revoke_sessions(
         db,
-        caller.user.id,
-        session_id=None if all_devices else caller.session.id,
+        caller.user_id,
+        session_id=None if all_devices else caller.session_id,
         reason="logout_all" if all_devices else "logout",
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
@@ -95,14 +123,14 @@ async def logout(
 @auth_router.post("/logout-all", status_code=status.HTTP_204_NO_CONTENT)
 async def logout_all(caller: CallerDep, db: DbDep) -> Response:
     """End every session of the user, on every device."""
-    await service.revoke_sessions(db, caller.user.id, reason="logout_all")
+    await service.revoke_sessions(db, caller.user_id, reason="logout_all")
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @auth_router.get("/sessions")
 async def list_sessions(caller: CallerDep, db: DbDep) -> list[SessionPublic]:
     """The caller's active sessions."""
-    return await service.list_sessions(db, caller.user.id, caller.session.id)
+    return await service.list_sessions(db, caller.user_id, caller.session_id)
 
 
 @auth_router.delete(
@@ -112,18 +140,18 @@ async def list_sessions(caller: CallerDep, db: DbDep) -> list[SessionPublic]:
 )
 async def revoke_session(session_id: uuid.UUID, caller: CallerDep, db: DbDep) -> Response:
     """End one of the caller's sessions."""
-    await service.revoke_one_session(db, caller.user.id, session_id)
+    await service.revoke_one_session(db, caller.user_id, session_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @users_router.get("/me")
 async def read_me(caller: CallerDep, db: DbDep) -> UserPublic:
     """The signed-in user."""
-    return await service.user_public(db, caller.user)
+    return await service.user_public(db, await service.get_user(db, caller.user_id))
 
 
 @users_router.patch("/me")
 async def update_me(body: UserUpdate, caller: CallerDep, db: DbDep) -> UserPublic:
     """Change the display name or avatar."""
-    user = await service.update_user(db, caller.user, body)
+    user = await service.update_user(db, await service.get_user(db, caller.user_id), body)
     return await service.user_public(db, user)

@@ -9,6 +9,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
+from papyrus.server.text import check_storable
+
 
 class ClientType(StrEnum):
     mobile = "mobile"
@@ -21,20 +23,40 @@ def _normalise_email(value: str) -> str:
     return value.strip().lower()
 
 
-Email = Annotated[EmailStr, Field(max_length=254), AfterValidator(_normalise_email)]
-# Capped before hashing: Argon2 would happily chew megabytes.
+# Every stored string passes `check_storable` (no NUL, no unpaired surrogates).
+Email = Annotated[
+    EmailStr,
+    Field(max_length=254),
+    AfterValidator(check_storable),
+    AfterValidator(_normalise_email),
+]
+# Capped before hashing: Argon2 would happily chew megabytes. Hashed, never stored as text.
 Password = Annotated[str, Field(min_length=8, max_length=256)]
-DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
-DeviceLabel = Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)]
-AvatarUrl = Annotated[str, StringConstraints(max_length=2048, pattern=r"^https?://\S+$")]
+DisplayName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=100),
+    AfterValidator(check_storable),
+]
+DeviceLabel = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=255), AfterValidator(check_storable)
+]
+AvatarUrl = Annotated[
+    str,
+    StringConstraints(max_length=2048, pattern=r"^https?://\S+$"),
+    AfterValidator(check_storable),
+]
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Request bodies: unknown fields refused, and no coercion (`0` is not `false`, `1` is not
+    `"1"`), so a confused client hears about it instead of getting a guess."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class ClientInfo(StrictModel):
-    client_type: ClientType
+    # JSON has no enum type: the value is matched by its string (nothing else is coerced).
+    client_type: Annotated[ClientType, Field(strict=False)]
     device_label: DeviceLabel | None = None
 
 

@@ -1,10 +1,16 @@
-"""Accounts and sessions as plain async functions over a SQLAlchemy session."""
+"""Accounts and sessions as plain async functions over a SQLAlchemy session.
+
+The hot paths (checking an access token, rotating a refresh token) are single SQL statements on
+autocommit connections of the `hotdb` pool: one round trip each, no transaction left open.
+"""
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 
+from psycopg import AsyncConnection
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -22,6 +28,7 @@ from papyrus.server.accounts.schemas import (
 )
 from papyrus.server.config import Settings
 from papyrus.server.errors import Conflict, NotFound, Unauthorized
+from papyrus.server.hotdb import Pool
 from papyrus.server.oauth.models import OAuthIdentity
 
 INVALID_CREDENTIALS = "Email or password is incorrect."
@@ -61,13 +68,17 @@ async def create_user(
     email_verified: bool = False,
     avatar_url: str | None = None,
 ) -> User:
-    """Inserts a user; 409 if the (normalised) email is taken, even under a race."""
+    """Inserts a user; 409 if the (normalised) email is taken, even under a race.
+
+    The password is hashed before the database is touched: no connection waits on Argon2.
+    """
+    password_hash = await hash_password(password) if password is not None else None
     if await db.scalar(select(User.id).where(User.email == email)):
         raise Conflict("An account with this email already exists.", code="email_taken")
     user = User(
         email=email,
         display_name=display_name,
-        password_hash=await hash_password(password) if password is not None else None,
+        password_hash=password_hash,
         email_verified=email_verified,
         avatar_url=avatar_url,
     )
@@ -101,59 +112,113 @@ async def start_session(
 async def login(db: AsyncSession, email: str, password: str) -> User:
     """The user for these credentials; every failure looks the same (body and timing)."""
     user = await db.scalar(select(User).where(User.email == email))
+    await db.commit()  # hand the connection back while Argon2 runs (and queues)
     ok = await verify_password(user.password_hash if user else None, password)
     if not ok or user is None:
         raise InvalidCredentials()
     return user
 
 
-async def refresh(db: AsyncSession, settings: Settings, presented: str) -> TokenResponse:
+async def get_user(db: AsyncSession, user_id: uuid.UUID) -> User:
+    user = await db.get(User, user_id)
+    if user is None:  # deleted since the token was checked
+        raise Unauthorized("The session has ended; sign in again.", code="session_revoked")
+    return user
+
+
+# One statement rotates the token: it marks the presented token used (only if it is unused,
+# unexpired and its session live), touches the session, inserts the successor and reads the
+# user. A concurrent refresh of the same token waits on the token's row lock, then finds it
+# used, claims nothing and falls through to the reuse check below.
+_ROTATE_SQL = """
+    WITH claimed AS (
+        UPDATE refresh_tokens t SET used_at = now()
+        FROM auth_sessions s
+        WHERE t.token_hash = %(presented)s AND t.used_at IS NULL AND t.expires_at > now()
+          AND s.id = t.session_id AND s.revoked_at IS NULL
+        RETURNING t.session_id, s.user_id),
+    touched AS (
+        UPDATE auth_sessions a SET last_seen_at = now()
+        FROM claimed WHERE a.id = claimed.session_id),
+    issued AS (
+        INSERT INTO refresh_tokens (id, session_id, token_hash, expires_at)
+        SELECT %(new_id)s, claimed.session_id, %(new_hash)s, %(expires_at)s FROM claimed)
+    SELECT claimed.session_id, u.id, u.email, u.email_verified, u.display_name, u.avatar_url,
+           u.created_at,
+           (SELECT json_agg(json_build_object(
+                       'provider', i.provider, 'email', i.email, 'linked_at', i.created_at)
+                    ORDER BY i.created_at)
+            FROM oauth_identities i WHERE i.user_id = u.id) AS identities
+    FROM claimed JOIN users u ON u.id = claimed.user_id
+    """
+_PRESENTED_SQL = """
+    SELECT t.session_id, t.used_at, t.expires_at, s.revoked_at
+    FROM refresh_tokens t JOIN auth_sessions s ON s.id = t.session_id
+    WHERE t.token_hash = %(presented)s
+    """
+_REVOKE_FOR_REUSE_SQL = """
+    UPDATE auth_sessions SET revoked_at = now(), revoked_reason = 'refresh_token_reuse'
+    WHERE id = %(session_id)s AND revoked_at IS NULL
+    """
+
+
+async def refresh(pool: Pool, settings: Settings, presented: str) -> TokenResponse:
     """Rotates a refresh token. Presenting an already-rotated one revokes its whole session."""
-    now = datetime.now(UTC)
-    row = await db.scalar(
-        select(RefreshToken)
-        .where(RefreshToken.token_hash == tokens.hash_token(presented))
-        .with_for_update()  # concurrent refreshes of one token serialise here
+    presented_hash = tokens.hash_token(presented)
+    refresh_token = tokens.new_refresh_token()
+    params = {
+        "presented": presented_hash,
+        "new_id": uuid.uuid4(),
+        "new_hash": tokens.hash_token(refresh_token),
+        "expires_at": datetime.now(UTC) + timedelta(days=settings.REFRESH_TOKEN_TTL_DAYS),
+    }
+    async with pool.connection() as conn:
+        row = await (await conn.execute(_ROTATE_SQL, params)).fetchone()
+        if row is None:
+            await _refused_refresh(conn, presented_hash)
+    assert row is not None
+    session_id, *user_columns, identities = row
+    user = UserPublic(
+        **dict(zip(_USER_COLUMNS, user_columns, strict=True)),
+        identities=json.loads(identities) if isinstance(identities, str) else identities or [],
     )
-    if row is None:
-        raise InvalidRefreshToken()
-    auth_session = await db.get(AuthSession, row.session_id, with_for_update=True)
-    if auth_session is None or auth_session.revoked_at is not None or row.expires_at <= now:
-        raise InvalidRefreshToken()
-    if row.used_at is not None:
-        auth_session.revoked_at = now
-        auth_session.revoked_reason = "refresh_token_reuse"
-        await db.commit()
-        raise InvalidRefreshToken()
-    row.used_at = now
-    auth_session.last_seen_at = now
-    refresh_token = _issue_refresh_token(db, settings, auth_session.id)
-    await db.commit()
-    user = await db.get(User, auth_session.user_id)
-    assert user is not None
-    return await _token_response(db, settings, user, auth_session.id, refresh_token)
+    return _tokens(settings, user, session_id, refresh_token)
 
 
-async def authenticate(
-    db: AsyncSession, settings: Settings, token: str
-) -> tuple[User, AuthSession]:
-    """The user and live session behind an access token; revoked sessions fail at once."""
+_USER_COLUMNS = ("id", "email", "email_verified", "display_name", "avatar_url", "created_at")
+
+
+async def _refused_refresh(conn: AsyncConnection, presented_hash: bytes) -> None:
+    """Why the rotation claimed nothing; an already-used token revokes its session."""
+    found = await (await conn.execute(_PRESENTED_SQL, {"presented": presented_hash})).fetchone()
+    if found is not None:
+        session_id, used_at, expires_at, revoked_at = found
+        if revoked_at is None and expires_at > datetime.now(UTC) and used_at is not None:
+            await conn.execute(_REVOKE_FOR_REUSE_SQL, {"session_id": session_id})
+    raise InvalidRefreshToken()
+
+
+_LIVE_SESSION_SQL = (
+    "SELECT last_seen_at FROM auth_sessions"
+    " WHERE id = %(session_id)s AND user_id = %(user_id)s AND revoked_at IS NULL"
+)
+_TOUCH_SESSION_SQL = "UPDATE auth_sessions SET last_seen_at = now() WHERE id = %(session_id)s"
+
+
+async def authenticate(pool: Pool, settings: Settings, token: str) -> tuple[uuid.UUID, uuid.UUID]:
+    """The user and live session behind an access token; revoked sessions fail at once.
+
+    A session's user exists while the session does (deleting a user deletes its sessions).
+    """
     claims = tokens.decode_access_token(settings.access_token_secret, token)
-    auth_session = await db.get(AuthSession, claims.session_id)
-    if (
-        auth_session is None
-        or auth_session.revoked_at is not None
-        or auth_session.user_id != claims.user_id
-    ):
-        raise Unauthorized("The session has ended; sign in again.", code="session_revoked")
-    user = await db.get(User, claims.user_id)
-    if user is None:
-        raise Unauthorized("The session has ended; sign in again.", code="session_revoked")
-    now = datetime.now(UTC)
-    if now - auth_session.last_seen_at > _LAST_SEEN_RESOLUTION:
-        auth_session.last_seen_at = now
-        await db.commit()
-    return user, auth_session
+    params = {"session_id": claims.session_id, "user_id": claims.user_id}
+    async with pool.connection() as conn:
+        row = await (await conn.execute(_LIVE_SESSION_SQL, params)).fetchone()
+        if row is None:
+            raise Unauthorized("The session has ended; sign in again.", code="session_revoked")
+        if datetime.now(UTC) - row[0] > _LAST_SEEN_RESOLUTION:
+            await conn.execute(_TOUCH_SESSION_SQL, params)
+    return claims.user_id, claims.session_id
 
 
 async def revoke_sessions(
@@ -221,6 +286,12 @@ def _issue_refresh_token(db: AsyncSession, settings: Settings, session_id: uuid.
 async def _token_response(
     db: AsyncSession, settings: Settings, user: User, session_id: uuid.UUID, refresh_token: str
 ) -> TokenResponse:
+    return _tokens(settings, await user_public(db, user), session_id, refresh_token)
+
+
+def _tokens(
+    settings: Settings, user: UserPublic, session_id: uuid.UUID, refresh_token: str
+) -> TokenResponse:
     access = tokens.create_access_token(
         settings.access_token_secret, user.id, session_id, settings.ACCESS_TOKEN_TTL_SECONDS
     )
@@ -228,5 +299,5 @@ async def _token_response(
         access_token=access,
         refresh_token=refresh_token,
         expires_in=settings.ACCESS_TOKEN_TTL_SECONDS,
-        user=await user_public(db, user),
+        user=user,
     )

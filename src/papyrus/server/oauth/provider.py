@@ -24,6 +24,7 @@ from joserfc.jwk import KeySet
 from joserfc.jws import JWSRegistry
 
 from papyrus.server.config import Settings
+from papyrus.server.text import storable_or_none
 
 # Authlib 1.9 announces that it will want the httpx2 fork; it works with httpx, which the rest
 # of Papyrus uses (constraints.txt pins the tested version). Keep the notice out of server logs.
@@ -176,15 +177,21 @@ class OidcProvider:
             claims.validate(leeway=LEEWAY_SECONDS)
         except (JoseError, ValueError, TypeError, KeyError) as exc:
             raise ProviderError("invalid_id_token", f"id token: {type(exc).__name__}") from None
-        email = claims.get("email")
-        name = claims.get("name")
-        picture = claims.get("picture")
+        # Stored as text: a value PostgreSQL cannot hold is treated as absent, and a subject
+        # that cannot be stored cannot be linked at all.
+        email, name, picture = (
+            storable_or_none(value) if isinstance(value, str) else None
+            for value in (claims.get("email"), claims.get("name"), claims.get("picture"))
+        )
+        subject = storable_or_none(str(claims["sub"]))
+        if not subject or len(subject) > 255:
+            raise ProviderError("invalid_id_token", "id token: unusable sub")
         return VerifiedIdentity(
-            subject=str(claims["sub"]),
-            email=email if isinstance(email, str) else None,
+            subject=subject,
+            email=email,
             email_verified=_is_true(claims.get("email_verified")),
-            name=name if isinstance(name, str) else None,
-            picture=picture if isinstance(picture, str) else None,
+            name=name,
+            picture=picture,
         )
 
     async def _key_set(self, *, refresh: bool = False) -> KeySet:

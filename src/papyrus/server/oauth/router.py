@@ -35,7 +35,7 @@ _browser_error = {"model": ErrorResponse, "content": {"text/html": {}}}
 oauth_router = APIRouter(prefix="/auth", tags=["oauth"])
 
 
-def get_google(request: Request, settings: SettingsDep) -> OidcProvider:
+async def get_google(request: Request, settings: SettingsDep) -> OidcProvider:
     provider = google_provider(request.app.state, settings)
     if provider is None:
         raise service.OAuthNotConfigured()
@@ -69,7 +69,7 @@ async def google_start(
     it is required for custom-scheme callbacks such as `papyrus://auth/callback`.
     """
     try:
-        provider = get_google(request, settings)
+        provider = await get_google(request, settings)
         target = service.check_redirect_uri(settings, redirect_uri)
         challenge = service.check_app_pkce(settings, target, code_challenge, code_challenge_method)
         started = await service.start_flow(
@@ -112,7 +112,7 @@ async def google_callback(
 ) -> Response:
     """Google sends the browser here; it goes on to the app with a one-time code or an error."""
     try:
-        provider = get_google(request, settings)
+        provider = await get_google(request, settings)
         url = await service.finish_callback(
             db,
             settings,
@@ -166,7 +166,7 @@ async def link_google_start(
         google,
         target,
         purpose=service.LINK,
-        user_id=caller.user.id,
+        user_id=caller.user_id,
         app_code_challenge=challenge,
     )
     return LinkStartResponse(authorization_url=started.authorization_url)
@@ -183,8 +183,9 @@ async def link_google_complete(
 
     As with `/auth/exchange-code`, a code started with a `code_challenge` needs its verifier.
     """
-    await service.complete_link(db, caller.user, body.code, body.code_verifier)
-    return await accounts.user_public(db, caller.user)
+    user = await accounts.get_user(db, caller.user_id)
+    await service.complete_link(db, user, body.code, body.code_verifier)
+    return await accounts.user_public(db, user)
 
 
 def _cookie_path(settings: Settings) -> str:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from papyrus.server.accounts.schemas import ClientInfo, StrictModel
+from papyrus.server.text import check_storable
 
 OneTimeCode = Annotated[str, Field(min_length=1, max_length=256)]
-RedirectUri = Annotated[str, Field(min_length=1, max_length=2048)]
+RedirectUri = Annotated[str, Field(min_length=1, max_length=2048), AfterValidator(check_storable)]
 # RFC 7636 4.1: 43-128 unreserved characters. A malformed verifier can match no challenge, so it is
 # refused as a validation error before the code is looked at.
 CodeVerifier = Annotated[
@@ -26,8 +27,11 @@ CodeVerifier = Annotated[
 CodeChallenge = Annotated[
     str,
     Field(description="PKCE S256 challenge: BASE64URL(SHA256(code_verifier)), 43 characters."),
+    AfterValidator(check_storable),
 ]
-CodeChallengeMethod = Annotated[str, Field(description='Only "S256".')]
+CodeChallengeMethod = Annotated[
+    str, Field(description='Only "S256".'), AfterValidator(check_storable)
+]
 
 
 class ExchangeCodeRequest(ClientInfo):

@@ -18,6 +18,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from papyrus.server.config import Settings
+from papyrus.server.powersync.schemas import Jwks
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,14 @@ class KeySet:
         return keys
 
     def jwks(self) -> dict[str, list[dict[str, str]]]:
-        return {"keys": [key.jwk() for key in self.verification_keys()]}
+        return self._jwks
+
+    @cached_property
+    def _jwks(self) -> dict[str, list[dict[str, str]]]:
+        # Checked against the response model once, not per request.
+        return Jwks.model_validate(
+            {"keys": [key.jwk() for key in self.verification_keys()]}
+        ).model_dump()
 
 
 @dataclass(frozen=True)

@@ -23,16 +23,29 @@ from papyrus.server.sync.schemas import (
 )
 from papyrus.server.sync.validation import MAX_BODY_BYTES, parse_batch
 
+PREFIX = "/sync"
+UPLOAD_PATH = "/powersync-upload"
+PARTS_PATH = "/powersync-upload/parts"
+
 router = APIRouter(
-    prefix="/sync",
+    prefix=PREFIX,
     tags=["sync"],
     responses={401: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
 )
 
 
 @router.post(
-    "/powersync-upload",
+    UPLOAD_PATH,
     response_model_exclude_unset=True,
+    # Read raw (see `read_body`); documented here so generated clients know the body.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/UploadRequest"}}
+            },
+        }
+    },
     responses={
         400: {"model": ErrorResponse},
         413: {"model": ErrorResponse},
@@ -45,13 +58,21 @@ async def powersync_upload(request: Request, caller: CallerDep, db: DbDep) -> Up
     entries and 2 MiB. 200 `applied` or 200 `rejected` (nothing applied, recorded for the user):
     either way the client is done with the transaction. 5xx means retry later."""
     body = await read_body(request, MAX_BODY_BYTES)
-    result = await service.apply_upload(db, caller.user.id, parse_batch(body))
+    result = await service.apply_upload(db, caller.user_id, parse_batch(body))
     return _upload_response(result)
 
 
 @router.post(
-    "/powersync-upload/parts",
+    PARTS_PATH,
     response_model_exclude_unset=True,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/UploadPartRequest"}}
+            },
+        }
+    },
     responses={
         202: {"model": PartStaged},
         400: {"model": ErrorResponse},
@@ -70,7 +91,7 @@ async def powersync_upload_part(
     limits. 202 `staged` until the last part, which answers for the whole transaction like
     `/powersync-upload`. 409 `upload_parts_missing`: resend from part 0 (see sync/staging.py)."""
     body = await read_body(request, MAX_BODY_BYTES)
-    outcome = await staging.receive_part(db, caller.user.id, staging.parse_part(body))
+    outcome = await staging.receive_part(db, caller.user_id, staging.parse_part(body))
     if isinstance(outcome, staging.Staged):
         response.status_code = 202
         return PartStaged(
@@ -100,12 +121,16 @@ async def list_rejections(
     before: Annotated[int | None, Query(description="Page: rejections older than this id.")] = None,
 ) -> RejectionList:
     """The caller's rejected upload operations, newest first."""
-    rows = await service.list_rejections(db, caller.user.id, limit, before)
+    rows = await service.list_rejections(db, caller.user_id, limit, before)
     return RejectionList(rejections=[RejectionPublic.model_validate(row) for row in rows])
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The JSON body, refused (413) from its Content-Length before reading, or while reading."""
+    """The JSON body, refused (413) from its Content-Length before reading, or while reading.
+
+    `middleware.BodyLimit` has already buffered the body under the path's cap (`BODY_LIMITS`
+    in `app`); this keeps the route's own limit and content-type check wherever it is mounted.
+    """
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():

@@ -1,16 +1,48 @@
-"""Response models for the upload path and the rejection log.
+"""Models for the upload path and the rejection log.
 
-The upload body itself is read raw (to enforce the size limit while reading) and checked by
-`sync.validation`, so it has no request model here.
+The upload body is read raw and checked by `sync.validation` (an entry that fails is a
+rejection, not a 422), so `UploadRequest` only documents it in the OpenAPI schema.
 """
 
 from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
+
+from papyrus.server.sync.validation import MAX_OPERATIONS
+
+
+class CrudEntry(BaseModel):
+    """One operation, as the PowerSync SDKs serialise their CrudEntry."""
+
+    op_id: int | None = Field(None, description="The client's operation id.")
+    op: Literal["PUT", "PATCH", "DELETE"]
+    type: Literal["books"] = Field(description="The table.")
+    id: uuid.UUID = Field(description="The row id.")
+    tx_id: int | None = Field(None, description="The client transaction this entry belongs to.")
+    data: dict[str, Any] | None = Field(
+        None, description="Column values: the whole row for PUT, the changed columns for PATCH."
+    )
+    old: dict[str, Any] | None = Field(None, description="Accepted and ignored.")
+    metadata: str | None = Field(None, description="Accepted and ignored.")
+
+
+class UploadRequest(BaseModel):
+    """One client transaction, applied whole or rejected whole (at most 2 MiB)."""
+
+    batch: list[CrudEntry] = Field(max_length=MAX_OPERATIONS)
+
+
+class UploadPartRequest(UploadRequest):
+    """One part of a client transaction too large for one request (see `sync/staging.py`)."""
+
+    upload_id: uuid.UUID
+    index: int = Field(ge=0)
+    count: int = Field(ge=1)
+    tx_id: int | None = None
 
 
 class UploadRejection(BaseModel):

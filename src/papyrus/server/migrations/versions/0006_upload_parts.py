@@ -1,7 +1,7 @@
 """Staged uploads: parts of a client transaction too large for one request.
 
 Revision ID: 0006_upload_parts
-Revises: 0004_oauth_app_pkce
+Revises: 0005_hardening
 Create Date: 2026-11-28 10:00:00.000000
 """
 
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_upload_parts"
-down_revision = "0004_oauth_app_pkce"
+down_revision = "0005_hardening"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,117 @@
+"""A PostgreSQL outage under a running API: 503 with Retry-After, connections kept, one log
+line per request, and recovery once the database is back. Uses its own embedded PostgreSQL,
+stopped and started again on the same port."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from papyrus.embedded_db import EmbeddedPostgres
+from papyrus.server import migrate
+from papyrus.server.app import create_app
+from tests.conftest import LiveServer, make_settings, wait_for
+from tests.server.test_hostile_clients import _read_response, _Records
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[tuple[EmbeddedPostgres, str, int]]:
+    data_dir = Path(tempfile.mkdtemp(prefix="papyrus-outage-pg-"))
+    server = EmbeddedPostgres(data_dir, fast=True)
+    info = server.start()
+    try:
+        yield server, info.url(), info.port
+    finally:
+        server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _restart_on(server: EmbeddedPostgres, port: int) -> None:
+    """pg_ctl start on the port the API's engine knows (a plain start() picks a free one)."""
+    server._pg_ctl("-w", "-t", "60", "-o", f"-p {port}", "-l", str(server._log), "start")
+    server._started_here = True
+
+
+class _KeepAlive:
+    """Requests one after another over a single TCP connection."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+
+    def send(self, method: str, path: str, body: dict | None = None, token: str = ""):
+        payload = json.dumps(body).encode() if body is not None else b""
+        head = f"{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {len(payload)}\r\n"
+        if body is not None:
+            head += "Content-Type: application/json\r\n"
+        if token:
+            head += f"Authorization: Bearer {token}\r\n"
+        self.sock.sendall(head.encode() + b"\r\n" + payload)
+        return _read_response(self.sock)
+
+
+def test_a_database_outage_is_503_and_the_api_recovers(tmp_path, own_postgres) -> None:
+    postgres, url, port = own_postgres
+    migrate.upgrade(url)
+    app = create_app(make_settings(tmp_path, url))
+    records = _Records()
+    watched = [logging.getLogger("papyrus"), logging.getLogger("uvicorn.error")]
+    for logger in watched:
+        logger.addHandler(records)
+    try:
+        with LiveServer(app) as live:
+            credentials = {
+                "email": "outage@example.com",
+                "password": "password-123",
+                "client_type": "cli",
+            }
+            registered = httpx.post(
+                f"{live.url}/v1/auth/register", json={**credentials, "display_name": "O"}
+            )
+            assert registered.status_code == 201
+            token = registered.json()["access_token"]
+
+            postgres.stop()
+            conn = _KeepAlive(live.port)
+            requests = [
+                ("POST", "/v1/auth/login", credentials, ""),
+                ("GET", "/v1/users/me", None, token),
+                ("POST", "/v1/sync/powersync-upload", {"batch": []}, token),
+                ("POST", "/v1/auth/refresh", {"refresh_token": "x"}, ""),
+                ("POST", "/v1/auth/powersync-token", None, token),
+                ("GET", "/health/ready", None, ""),
+            ]
+            for method, path, body, bearer in requests:
+                records.records.clear()
+                # The same connection every time: a reset would fail the next send.
+                status, headers, answer = conn.send(method, path, body, bearer)
+                assert status == 503, (path, answer)
+                expected = "not_ready" if path == "/health/ready" else "service_unavailable"
+                assert answer["error"]["code"] == expected
+                assert int(headers["retry-after"]) > 0
+                assert headers.get("connection") != "close"
+                logged = [r for r in records.records if r.levelno >= logging.WARNING]
+                assert len(logged) == 1, [r.getMessage() for r in logged]
+                assert logged[0].exc_info is None
+                assert logged[0].levelno == logging.WARNING
+
+            _restart_on(postgres, port)
+
+            def logged_in() -> bool:
+                status, _, _ = conn.send("POST", "/v1/auth/login", credentials)
+                return status == 200
+
+            wait_for(logged_in, timeout=30, what="login after the database is back")
+            assert conn.send("GET", "/v1/users/me", token=token)[0] == 200
+            assert conn.send("GET", "/health/ready")[0] == 200
+            conn.sock.close()
+    finally:
+        for logger in watched:
+            logger.removeHandler(records)
