@@ -180,15 +180,13 @@ def from_local(column: Column, value: Any) -> Any:
 
 
 def _text(column: Column, value: Any) -> str:
-    if not isinstance(value, str):
-        raise FieldError("must be a string.")
     if column.choices:
         if value not in column.choices:
             raise FieldError("must be one of " + ", ".join(column.choices) + ".")
         return value
     low, high = column.length or (0, 0)
-    if not low <= len(value) <= high:
-        raise FieldError(f"must be {low} to {high} characters.")
+    if not isinstance(value, str) or not low <= len(value) <= high:
+        raise FieldError(f"must be a string of {low} to {high} characters.")
     clean_string(value)
     if column.pattern is not None and not re.fullmatch(column.pattern, value):
         raise FieldError(f"must look like {column.doc or column.pattern}.")
