@@ -172,16 +172,13 @@ def test_the_migrated_database_holds_what_the_declarations_say(sql) -> None:
             assert f"btree ({column.name})" in indexes, (table.name, column.name)
         for unique in table.unique:
             parts = [
-                f"lower(({c})::text)" if unique.case_insensitive else c for c in unique.columns
+                f"lower(({c})::text) WITH =" if unique.case_insensitive else f"{c} WITH ="
+                for c in unique.columns
             ]
-            unique_defs = {
-                d.split(" USING ")[1]
-                for (d,) in sql(
-                    "SELECT indexdef FROM pg_indexes WHERE tablename = %s AND indexdef LIKE %s",
-                    (table.name, "CREATE UNIQUE%"),
-                )
-            }
-            assert f"btree (owner_user_id, {', '.join(parts)})" in unique_defs, table.name
+            assert constraints[f"uq_{table.name}_{'_'.join(unique.columns)}"] == (
+                f"EXCLUDE USING btree (owner_user_id WITH =, {', '.join(parts)}) "
+                "DEFERRABLE INITIALLY DEFERRED"
+            )
 
         triggers = sql(
             "SELECT tgname FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal",

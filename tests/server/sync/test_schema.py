@@ -151,5 +151,5 @@ def test_unique_keys_ignore_case_per_owner(sql) -> None:
             insert(sql, alice, Row(table, str(uuid.uuid4()), {**row.data, **first}))
             insert(sql, bob, Row(table, str(uuid.uuid4()), {**row.data, **first}))
             shouted = {c: v.upper() if isinstance(v, str) else v for c, v in first.items()}
-            with pytest.raises(psycopg.errors.UniqueViolation):
+            with pytest.raises(psycopg.errors.ExclusionViolation):
                 insert(sql, alice, Row(table, str(uuid.uuid4()), {**row.data, **shouted}))

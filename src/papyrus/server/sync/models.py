@@ -40,7 +40,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, UUID
+from sqlalchemy.dialects.postgresql import JSONB, UUID, ExcludeConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.elements import conv
 from sqlalchemy.types import TypeEngine
@@ -132,7 +132,7 @@ def checks(table: contract.Table) -> dict[str, str]:
     return found
 
 
-def unique_index_name(table: contract.Table, unique: contract.Unique) -> str:
+def unique_key_name(table: contract.Table, unique: contract.Unique) -> str:
     return f"uq_{table.name}_{'_'.join(unique.columns)}"
 
 
@@ -187,11 +187,23 @@ def _build(table: contract.Table) -> Table:
         constraints.append(CheckConstraint(condition, name=name))
     built = Table(table.name, Base.metadata, *columns, *constraints)
     for unique in table.unique:
+        # An exclusion constraint rather than a unique index: it can be checked at commit, so
+        # one transaction may rename a row and reuse its old value (the upload applies all
+        # upserts before all patches). Equality on btree makes it a plain unique key.
         expressions = [
-            func.lower(built.c[c]) if unique.case_insensitive else built.c[c]
+            (func.lower(built.c[c]) if unique.case_insensitive else built.c[c], "=")
             for c in unique.columns
         ]
-        Index(unique_index_name(table, unique), built.c[OWNER], *expressions, unique=True)
+        built.append_constraint(
+            ExcludeConstraint(
+                (built.c[OWNER], "="),
+                *expressions,
+                name=conv(unique_key_name(table, unique)),
+                using="btree",
+                deferrable=True,
+                initially="DEFERRED",
+            )
+        )
     event.listen(built, "after_create", DDL(tombstone_trigger(table.name)))
     return built
 

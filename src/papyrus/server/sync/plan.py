@@ -137,6 +137,7 @@ def judge(
             _check_closed(plan, found.row, plans, verdict)
         elif plan.state == REPLACED and not plan.delete_first:
             verdict.rejections += _immutable_changes(plan, found.row)
+    verdict.dropped.sort(key=lambda r: (r.op_id is None, r.op_id or 0))  # upload order
     return verdict
 
 

@@ -36,7 +36,7 @@ from papyrus import contract
 from papyrus.server.errors import ServiceUnavailable
 from papyrus.server.sync import plan as planning
 from papyrus.server.sync import statements
-from papyrus.server.sync.models import TOMBSTONE_DAYS, unique_index_name
+from papyrus.server.sync.models import TOMBSTONE_DAYS, unique_key_name
 from papyrus.server.sync.plan import Key, RowPlan, Stored
 from papyrus.server.sync.validation import Operation, Rejection, validate_batch
 
@@ -52,8 +52,8 @@ REPLAY_WINDOW = "1 day"
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57")
 # Data exceptions and integrity violations: a bad write that validation missed, never retryable.
 _PERMANENT_SQLSTATE_CLASSES = ("22", "23")
-_UNIQUE_INDEXES = {
-    unique_index_name(table, unique): (table, unique)
+_UNIQUE_KEYS = {
+    unique_key_name(table, unique): (table, unique)
     for table in contract.TABLES
     for unique in table.unique
 }
@@ -238,11 +238,12 @@ def _refused(
     exc: DBAPIError, plans: dict[Key, RowPlan], operations: list[Operation]
 ) -> list[Rejection]:
     """The rejection for a write the database refused. A unique key taken by a concurrent
-    upload is `duplicate`; anything else means validation missed a rule."""
+    upload (the exclusion constraint, checked at commit) is `duplicate`; anything else means
+    validation missed a rule."""
     diag = getattr(exc.orig, "diag", None)
     constraint = getattr(diag, "constraint_name", None)
-    if _sqlstate(exc) == "23505" and constraint in _UNIQUE_INDEXES:
-        table, unique = _UNIQUE_INDEXES[constraint]
+    if _sqlstate(exc) in ("23505", "23P01") and constraint in _UNIQUE_KEYS:
+        table, unique = _UNIQUE_KEYS[constraint]
         message = f"{', '.join(unique.columns)}: another of your {table.name} rows has this value."
         found = [
             Rejection.of(op, "duplicate", message)

@@ -218,12 +218,11 @@ def upgrade() -> None:
         _check("tags", "color_pattern", COLOR_PATTERN),
     )
     _indexes("tags")
-    # Tag names are unique per reader, ignoring case.
-    op.create_index(
-        "uq_tags_name",
-        "tags",
-        ["owner_user_id", sa.literal_column("lower(name)")],
-        unique=True,
+    # Tag names are unique per reader, ignoring case. An exclusion constraint on equality is a
+    # unique key that can be checked at commit: one upload may rename a tag and reuse its name.
+    op.execute(
+        "ALTER TABLE tags ADD CONSTRAINT uq_tags_name EXCLUDE USING btree "
+        "(owner_user_id WITH =, lower(name) WITH =) DEFERRABLE INITIALLY DEFERRED"
     )
 
     op.create_table(
