@@ -245,7 +245,7 @@ def _late(plan: RowPlan, key: Key, stored: dict[Key, Stored], tombstones: set[Ke
     (a book put back on a shelf), so only a PATCH of a removed membership is late."""
     if key in stored or key not in tombstones or plan.delete_first:
         return False
-    return plan.state == PATCHED or plan.table.id_from is None
+    return plan.state == PATCHED or not plan.table.ids_reused
 
 
 def _check_references(
