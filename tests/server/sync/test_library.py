@@ -406,6 +406,23 @@ def test_immutable_columns_keep_their_first_value(client: TestClient, alice: Rea
     assert same == {"status": "applied", "applied": 1}
 
 
+def test_a_patch_out_of_order_with_the_stored_row_is_a_clear_rejection(
+    client: TestClient, alice: Reader, sql
+) -> None:
+    book = new_id()
+    send(client, alice, put("books", book, {"title": "T", "started_at": "2026-03-01T10:00:00Z"}))
+    result = send(client, alice, patch("books", book, {"finished_at": "2026-02-01T10:00:00Z"}))
+    assert result["rejections"] == [
+        {
+            "op_id": 1,
+            "id": book,
+            "code": "invalid_value",
+            "message": "finished_at: must not be before started_at.",
+        }
+    ]
+    assert row(sql, "books", book)["finished_at"] is None
+
+
 def test_tombstones_are_pruned_after_90_days(client: TestClient, alice: Reader, sql) -> None:
     old, recent = new_id(), new_id()
     send(client, alice, put("books", old, {"title": "Old"}), put("books", recent, {"title": "New"}))

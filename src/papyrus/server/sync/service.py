@@ -52,6 +52,12 @@ REPLAY_WINDOW = "1 day"
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57")
 # Data exceptions and integrity violations: a bad write that validation missed, never retryable.
 _PERMANENT_SQLSTATE_CLASSES = ("22", "23")
+# Row rules a PATCH can break against stored values only the database sees together.
+_ORDER_RULES = {
+    f"ck_{table.name}_{rule.earlier}_before_{rule.later}": (table, rule)
+    for table in contract.TABLES
+    for rule in table.checks
+}
 _UNIQUE_KEYS = {
     unique_key_name(table, unique): (table, unique)
     for table in contract.TABLES
@@ -238,8 +244,9 @@ def _refused(
     exc: DBAPIError, plans: dict[Key, RowPlan], operations: list[Operation]
 ) -> list[Rejection]:
     """The rejection for a write the database refused. A unique key taken by a concurrent
-    upload (the exclusion constraint, checked at commit) is `duplicate`; anything else means
-    validation missed a rule."""
+    upload (the exclusion constraint, checked at commit) is `duplicate`; a PATCH that puts one
+    end of an order rule out of line with the stored other end is `invalid_value`; anything
+    else means validation missed a rule."""
     diag = getattr(exc.orig, "diag", None)
     constraint = getattr(diag, "constraint_name", None)
     if _sqlstate(exc) in ("23505", "23P01") and constraint in _UNIQUE_KEYS:
@@ -251,6 +258,18 @@ def _refused(
             if p.table is table and p.writes
             for op in p.ops
             if any(c in op.values for c in unique.columns)
+        ]
+        if found:
+            return found
+    if _sqlstate(exc) == "23514" and constraint in _ORDER_RULES:
+        table, rule = _ORDER_RULES[constraint]
+        message = f"{rule.later}: must not be before {rule.earlier}."
+        found = [
+            Rejection.of(op, "invalid_value", message)
+            for p in plans.values()
+            if p.table is table and p.writes
+            for op in p.ops
+            if rule.earlier in op.values or rule.later in op.values
         ]
         if found:
             return found
