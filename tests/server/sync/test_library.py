@@ -351,6 +351,7 @@ def test_a_closed_reading_session_is_history(client: TestClient, alice: Reader, 
         patch("reading_sessions", session, {"pages_read": 100}),
         patch("reading_sessions", session, {"ended_at": None}),
         put("reading_sessions", session, {**opened, "ended_at": "2026-01-01T12:00:00Z"}),
+        put("reading_sessions", session, {**opened, "pages_read": 9}),  # reopened by omission
         delete("reading_sessions", session),
     ):
         result = send(client, alice, change)

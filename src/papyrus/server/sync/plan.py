@@ -40,6 +40,7 @@ class RowPlan:
     delete_first: bool = False  # replaced after a delete in the same transaction
     ops: list[Operation] = field(default_factory=list)
     skip: bool = False  # decided to change nothing (dropped, or a no-op on a closed row)
+    dropped: bool = False  # a late write to a deleted row: as good as deleted
 
     @property
     def key(self) -> Key:
@@ -305,10 +306,10 @@ def _target_status(
 ) -> str:
     plan = plans.get(target)
     if plan is not None:
-        if plan.state == REPLACED and not plan.skip:
-            return "ok"
-        if plan.state == DELETED or plan.skip:
+        if plan.state == DELETED or plan.dropped:
             return "gone"
+        if plan.state == REPLACED:
+            return "ok"
     found = stored.get(target)
     if found is not None:
         return "ok" if found.owner == owner else "invalid"
@@ -331,8 +332,13 @@ def _check_closed(
             Rejection.of(op, "closed", message) for op in plan.ops if op.kind == DELETE
         ]
         return
-    by_name = {c.name: c for c in plan.table.columns}
-    if all(same(by_name[n], row.get(n), v) for n, v in plan.values.items()):
+    # A PUT sets every column (left out means null); a PATCH only the ones it names.
+    columns = (
+        plan.table.writable_columns
+        if plan.state == REPLACED
+        else [plan.table.column(name) for name in plan.values]
+    )
+    if all(same(c, row.get(c.name), plan.values.get(c.name)) for c in columns):
         plan.skip = True
         return
     message = f"{plan.table.name} rows are history once {plan.table.closed_by} is set."
@@ -352,7 +358,7 @@ def _immutable_changes(plan: RowPlan, row: dict[str, Any]) -> list[Rejection]:
 
 
 def _drop(plan: RowPlan, verdict: Verdict, code: str, message: str) -> None:
-    plan.skip = True
+    plan.skip = plan.dropped = True
     verdict.dropped += [Rejection.of(op, code, message) for op in plan.ops if op.kind != DELETE]
 
 
