@@ -43,7 +43,7 @@ def test_project_sync_config_parses_and_evaluates() -> None:
     assert evaluated.object_id == row["id"]
     data = json.loads(evaluated.data)
     assert list(data)[:3] == ["id", "owner_user_id", "title"]
-    assert len(data) == 22
+    assert len(data) == 27  # every column of books
     assert data["co_authors"] == '["Brian Herbert"]'
     assert "secret_column" not in data
 
