@@ -217,6 +217,41 @@ def test_a_child_of_a_parent_deleted_in_the_same_transaction_is_dropped(
     assert count(sql, "bookmarks") == 0
 
 
+def test_rows_deleted_and_written_again_in_one_transaction_live_on(
+    client: TestClient, alice: Reader, sql
+) -> None:
+    """Recreating a book deletes what hung off it (the cascade); what the same transaction
+    writes again lives on, and later writes to it are not mistaken for late ones."""
+    book, note, bookmark = new_id(), new_id(), new_id()
+    send(
+        client,
+        alice,
+        put("books", book, {"title": "Dune"}),
+        put("notes", note, {"book_id": book, "content": "kept"}),
+        put("bookmarks", bookmark, {"book_id": book, "location": {"page": 1}}),
+    )
+    again = send(
+        client,
+        alice,
+        delete("books", book),
+        put("books", book, {"title": "Dune, again"}),
+        put("notes", note, {"book_id": book, "content": "written again"}),
+    )
+    assert again == {"status": "applied", "applied": 3}
+    assert row(sql, "notes", note)["content"] == "written again"
+    assert row(sql, "bookmarks", bookmark) is None  # not written again: deleted with the book
+    later = send(
+        client,
+        alice,
+        put("notes", note, {"book_id": book, "content": "later"}),
+        patch("books", book, {"rating": 4}),
+    )
+    assert later == {"status": "applied", "applied": 2}
+    assert row(sql, "notes", note)["content"] == "later"
+    late = send(client, alice, patch("bookmarks", bookmark, {"label": "gone"}))
+    assert [r["code"] for r in late["dropped"]] == ["row_deleted"]
+
+
 def test_two_devices_shelving_the_same_book_converge_on_one_membership(
     client: TestClient, alice: Reader, sql
 ) -> None:

@@ -66,7 +66,9 @@ def test_an_id_inserted_by_another_user_after_the_lock_is_not_overwritten(
     """The upsert's owner guard holds even when the row was invisible to the ownership check."""
     from papyrus.server.sync import service
 
-    async def sees_nothing(db, owner, plans):  # as if Bob's insert committed after our lock
+    async def sees_nothing(
+        db, owner, plans, everything=False
+    ):  # as if Bob's insert committed after our lock
         return {}, set()
 
     monkeypatch.setattr(service, "_load", sees_nothing)
@@ -86,7 +88,7 @@ def test_patch_and_delete_statements_only_touch_the_callers_rows(
 ) -> None:
     from papyrus.server.sync import service
 
-    async def sees_nothing(db, owner, plans):
+    async def sees_nothing(db, owner, plans, everything=False):
         return {}, set()
 
     monkeypatch.setattr(service, "_load", sees_nothing)

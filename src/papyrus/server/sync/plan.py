@@ -64,6 +64,12 @@ class Stored:
 
 
 @dataclass
+class Wanted:
+    ids: set[str] = field(default_factory=set)  # load and lock
+    fresh: set[str] = field(default_factory=set)  # only look for a tombstone
+
+
+@dataclass
 class Verdict:
     rejections: list[Rejection] = field(default_factory=list)
     dropped: list[Rejection] = field(default_factory=list)
@@ -97,16 +103,25 @@ def needs_row(table: contract.Table) -> bool:
     return table.closed_by is not None or any(c.immutable for c in table.columns)
 
 
-def wanted(plans: dict[Key, RowPlan]) -> dict[str, set[str]]:
-    """Per table, the ids to load: every row touched, and every row a written value references."""
-    ids: dict[str, set[str]] = defaultdict(set)
+def wanted(plans: dict[Key, RowPlan], everything: bool = False) -> dict[str, Wanted]:
+    """Per table, the rows to load and lock: every row touched or referenced, except rows a PUT
+    creates or replaces whose stored values decide nothing (`needs_row` is false). For those,
+    only a tombstone is looked up: the upsert's owner guard catches another user's id, and no
+    upserted row keeps a tombstone (`service._apply` removes it), so a tombstone means the row
+    is absent. `everything`: load them all (to report every foreign id of a rejected upload)."""
+    found: dict[str, Wanted] = defaultdict(Wanted)
     for (table_name, row_id), plan in plans.items():
-        ids[table_name].add(row_id)
+        fresh = plan.state == REPLACED and not plan.delete_first and not needs_row(plan.table)
+        (found[table_name].fresh if fresh and not everything else found[table_name].ids).add(row_id)
+    for plan in plans.values():
         for column in plan.table.references:
             value = plan.values.get(column.name)
-            if value is not None and column.references is not None:
-                ids[column.references].add(value)
-    return ids
+            if value is None or column.references is None:
+                continue
+            target = plans.get((column.references, value))
+            if target is None or target.state != REPLACED:
+                found[column.references].ids.add(value)
+    return found
 
 
 def forbidden(plans: dict[Key, RowPlan], stored: dict[Key, Stored], owner: str) -> list[Rejection]:

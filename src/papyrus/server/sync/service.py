@@ -90,15 +90,17 @@ async def apply_upload(db: AsyncSession, user_id: uuid.UUID, batch: list[Any]) -
     upload_id = uuid.uuid4()
     try:
         try:
-            stored, tombstones = await _load(db, owner, plans)
+            stored, tombstones = await _load(db, owner, plans, everything=bool(rejections))
             rejections += planning.forbidden(plans, stored, owner)
             dropped: list[Rejection] = []
             if not rejections:
                 verdict = planning.judge(plans, stored, tombstones, owner)
                 rejections, dropped = verdict.rejections, verdict.dropped
-            if not rejections:
-                rejections += await _duplicates(db, owner, plans)
-                rejections += await _cycles(db, owner, plans)
+                if not rejections:
+                    rejections += await _duplicates(db, owner, plans)
+                    rejections += await _cycles(db, owner, plans)
+                if rejections:  # rejected anyway: name every foreign id, as a full load would
+                    rejections = await _foreign(db, owner, plans, stored) + rejections
             if not rejections:
                 await _apply(db, owner, plans)
                 if dropped:
@@ -146,26 +148,44 @@ async def list_rejections(
 
 
 async def _load(
-    db: AsyncSession, owner: str, plans: dict[Key, RowPlan]
+    db: AsyncSession, owner: str, plans: dict[Key, RowPlan], everything: bool = False
 ) -> tuple[dict[Key, Stored], set[Key]]:
     """The stored rows the transaction touches or references, locked, and the caller's
-    tombstones among the absent ones: one statement per table, tables in declaration order."""
+    tombstones among the absent ones: one statement per table, tables in declaration order.
+    See `plan.wanted` for the rows a PUT creates, which are not loaded."""
     stored: dict[Key, Stored] = {}
     tombstones: set[Key] = set()
-    wanted = planning.wanted(plans)
+    wanted = planning.wanted(plans, everything)
     for table in contract.TABLES:
         ids = wanted.get(table.name)
-        if not ids:
+        if ids is None:
             continue
-        result = await db.execute(
-            statements.load(table), {"ids": sorted(ids), "owner": owner, "table": table.name}
-        )
+        params = {
+            "ids": sorted(ids.ids),
+            "fresh": sorted(ids.fresh),
+            "owner": owner,
+            "table": table.name,
+        }
+        result = await db.execute(statements.load(table), params)
         for row in result:
             if row.gone:
                 tombstones.add((table.name, row.id))
             else:
                 stored[(table.name, row.id)] = Stored(row.owner, row.row)
     return stored, tombstones
+
+
+async def _foreign(
+    db: AsyncSession, owner: str, plans: dict[Key, RowPlan], stored: dict[Key, Stored]
+) -> list[Rejection]:
+    """`forbidden` for the ids `_load` left to the upsert's owner guard."""
+    foreign: dict[Key, Stored] = {}
+    for table in contract.TABLES:
+        ids = [p.row_id for k, p in plans.items() if p.table is table and k not in stored]
+        if ids:
+            found = await db.scalars(statements.foreign(table), {"ids": ids, "owner": owner})
+            foreign.update({(table.name, row_id): Stored(owner="") for row_id in found})
+    return planning.forbidden(plans, foreign, owner)
 
 
 async def _duplicates(db: AsyncSession, owner: str, plans: dict[Key, RowPlan]) -> list[Rejection]:
@@ -213,6 +233,7 @@ async def _apply(db: AsyncSession, owner: str, plans: dict[Key, RowPlan]) -> Non
         if ids:
             await db.execute(statements.delete(table), {"ids": ids, "owner": owner})
             deleted = True
+    upserted: list[dict[str, str]] = []
     for table in contract.TABLES:
         chosen = by_table.get(table.name, ())
         rows = [
@@ -221,6 +242,7 @@ async def _apply(db: AsyncSession, owner: str, plans: dict[Key, RowPlan]) -> Non
             if p.writes and p.state == planning.REPLACED
         ]
         if rows:
+            upserted += [{"t": table.name, "id": r["id"]} for r in rows]
             written = await db.scalar(
                 statements.upsert(table), {"rows": _json(rows), "owner": owner}
             )
@@ -236,7 +258,11 @@ async def _apply(db: AsyncSession, owner: str, plans: dict[Key, RowPlan]) -> Non
         ]
         if patches:
             await db.execute(statements.patch(table), {"patches": _json(patches), "owner": owner})
-    if deleted:
+    if deleted:  # only this upload's deletes can have left tombstones of rows it wrote again
+        if upserted:
+            await db.execute(
+                statements.FORGET_TOMBSTONES, {"rows": _json(upserted), "owner": owner}
+            )
         await db.execute(statements.PRUNE_TOMBSTONES, {"owner": owner, "days": TOMBSTONE_DAYS})
 
 

@@ -25,7 +25,8 @@ def _q(name: str) -> str:
 @cache
 def load(table: contract.Table) -> TextClause:
     """Locks the stored rows among `:ids` (in id order, so concurrent uploads cannot deadlock on
-    them) and lists them with their owner, plus the caller's tombstones among the absent ids."""
+    them) and lists them with their owner, plus the caller's tombstones among the absent ids
+    and among `:fresh` (rows only looked up for a tombstone)."""
     row = ", to_jsonb(t) AS row" if needs_row(table) else ", NULL::jsonb AS row"
     return text(
         f"""
@@ -38,7 +39,7 @@ def load(table: contract.Table) -> TextClause:
         UNION ALL
         SELECT s.row_id, NULL, NULL, true FROM sync_tombstones AS s
         WHERE s.user_id = :owner AND s.table_name = :table
-          AND s.row_id = ANY(CAST(:ids AS text[]))
+          AND s.row_id = ANY(CAST(:ids AS text[]) || CAST(:fresh AS text[]))
           AND s.row_id NOT IN (SELECT id FROM found)
         """
     )
@@ -165,6 +166,16 @@ def ancestry(table: contract.Table) -> TextClause:
         """
     )
 
+
+FORGET_TOMBSTONES = text(
+    """
+    DELETE FROM sync_tombstones AS s
+    USING jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(t text, id text)
+    WHERE s.user_id = :owner AND s.table_name = r.t AND s.row_id = r.id
+    """
+)
+"""Rows written again (after a delete in the same upload, or with a parent deleted and written
+again) are no longer deleted."""
 
 PRUNE_TOMBSTONES = text(
     "DELETE FROM sync_tombstones "
