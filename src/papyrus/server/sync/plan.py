@@ -104,14 +104,14 @@ def needs_row(table: contract.Table) -> bool:
 
 
 def wanted(plans: dict[Key, RowPlan], everything: bool = False) -> dict[str, Wanted]:
-    """Per table, the rows to load and lock: every row touched or referenced, except rows a PUT
-    creates or replaces whose stored values decide nothing (`needs_row` is false). For those,
-    only a tombstone is looked up: the upsert's owner guard catches another user's id, and no
-    upserted row keeps a tombstone (`service._apply` removes it), so a tombstone means the row
-    is absent. `everything`: load them all (to report every foreign id of a rejected upload)."""
+    """Per table, the rows to load and lock: every row touched or referenced, except rows a
+    PUT writes whole (usually new ones). For those only a tombstone is looked up: no upserted
+    row keeps a tombstone (`service._apply` removes it), so a tombstone means the row is
+    absent, and the upsert's guard skips a stored row another user owns or whose values the
+    declarations protect, after which the service decides again with `everything` loaded."""
     found: dict[str, Wanted] = defaultdict(Wanted)
     for (table_name, row_id), plan in plans.items():
-        fresh = plan.state == REPLACED and not plan.delete_first and not needs_row(plan.table)
+        fresh = plan.state == REPLACED and not plan.delete_first
         (found[table_name].fresh if fresh and not everything else found[table_name].ids).add(row_id)
     for plan in plans.values():
         for column in plan.table.references:

@@ -82,27 +82,30 @@ class _OwnershipRace(Exception):
         self.keys = keys
 
 
+class _Recheck(Exception):
+    """The upsert's guard skipped a stored row whose values decide the outcome (a closed row,
+    an immutable column): decide again with every written row loaded."""
+
+
 async def apply_upload(db: AsyncSession, user_id: uuid.UUID, batch: list[Any]) -> UploadResult:
     """Validates and applies one client transaction; see the module docstring for outcomes."""
-    operations, rejections = validate_batch(batch, user_id)
-    plans = planning.collapse(operations)
+    operations, invalid = validate_batch(batch, user_id)
     owner = str(user_id)
     upload_id = uuid.uuid4()
+    plans = planning.collapse(operations)
     try:
         try:
-            stored, tombstones = await _load(db, owner, plans, everything=bool(rejections))
-            rejections += planning.forbidden(plans, stored, owner)
-            dropped: list[Rejection] = []
+            try:
+                rejections, dropped = await _attempt(db, owner, plans, invalid, bool(invalid))
+            except _Recheck:
+                await db.rollback()
+                plans = planning.collapse(operations)
+                try:
+                    rejections, dropped = await _attempt(db, owner, plans, invalid, True)
+                except _Recheck:  # with every row locked, only a concurrent insert does this
+                    await _safe_rollback(db)
+                    raise _unavailable(_Recheck()) from None
             if not rejections:
-                verdict = planning.judge(plans, stored, tombstones, owner)
-                rejections, dropped = verdict.rejections, verdict.dropped
-                if not rejections:
-                    rejections += await _duplicates(db, owner, plans)
-                    rejections += await _cycles(db, owner, plans)
-                if rejections:  # rejected anyway: name every foreign id, as a full load would
-                    rejections = await _foreign(db, owner, plans, stored) + rejections
-            if not rejections:
-                await _apply(db, owner, plans)
                 if dropped:
                     await _record_rejections(db, user_id, upload_id, dropped)
                 await db.commit()
@@ -128,6 +131,30 @@ async def apply_upload(db: AsyncSession, user_id: uuid.UUID, batch: list[Any]) -
         raise
 
 
+async def _attempt(
+    db: AsyncSession,
+    owner: str,
+    plans: dict[Key, RowPlan],
+    invalid: list[Rejection],
+    everything: bool,
+) -> tuple[list[Rejection], list[Rejection]]:
+    """Decides the transaction and, when nothing rejects it, applies it (uncommitted).
+    Returns the rejections, or the dropped operations of an applied transaction."""
+    stored, tombstones = await _load(db, owner, plans, everything)
+    rejections = invalid + planning.forbidden(plans, stored, owner)
+    if rejections:
+        return rejections, []
+    verdict = planning.judge(plans, stored, tombstones, owner)
+    rejections = verdict.rejections
+    if not rejections:
+        rejections += await _duplicates(db, owner, plans)
+        rejections += await _cycles(db, owner, plans)
+    if rejections:  # rejected anyway: name every foreign id, as a full load would
+        return await _foreign(db, owner, plans, stored) + rejections, []
+    await _apply(db, owner, plans)
+    return [], verdict.dropped
+
+
 async def list_rejections(
     db: AsyncSession, user_id: uuid.UUID, limit: int, before: int | None
 ) -> list[dict[str, Any]]:
@@ -151,27 +178,26 @@ async def _load(
     db: AsyncSession, owner: str, plans: dict[Key, RowPlan], everything: bool = False
 ) -> tuple[dict[Key, Stored], set[Key]]:
     """The stored rows the transaction touches or references, locked, and the caller's
-    tombstones among the absent ones: one statement per table, tables in declaration order.
-    See `plan.wanted` for the rows a PUT creates, which are not loaded."""
+    tombstones among the absent ones, in one statement. See `plan.wanted` for the rows a PUT
+    writes whole, which are not loaded."""
     stored: dict[Key, Stored] = {}
     tombstones: set[Key] = set()
     wanted = planning.wanted(plans, everything)
-    for table in contract.TABLES:
-        ids = wanted.get(table.name)
-        if ids is None:
-            continue
-        params = {
-            "ids": sorted(ids.ids),
-            "fresh": sorted(ids.fresh),
-            "owner": owner,
-            "table": table.name,
-        }
-        result = await db.execute(statements.load(table), params)
-        for row in result:
-            if row.gone:
-                tombstones.add((table.name, row.id))
-            else:
-                stored[(table.name, row.id)] = Stored(row.owner, row.row)
+    tables = tuple(t for t in contract.TABLES if t.name in wanted)
+    if not tables:
+        return stored, tombstones
+    params: dict[str, Any] = {"owner": owner}
+    pairs = []
+    for n, table in enumerate(tables):
+        ids = wanted[table.name]
+        params[f"ids_{n}"] = sorted(ids.ids)
+        pairs += [{"t": table.name, "id": row_id} for row_id in (*ids.ids, *ids.fresh)]
+    params["wanted"] = _json(pairs)
+    for row in await db.execute(statements.load(tables), params):
+        if row.gone:
+            tombstones.add((row.tbl, row.id))
+        else:
+            stored[(row.tbl, row.id)] = Stored(row.owner, row.row)
     return stored, tombstones
 
 
@@ -246,11 +272,14 @@ async def _apply(db: AsyncSession, owner: str, plans: dict[Key, RowPlan]) -> Non
             written = await db.scalar(
                 statements.upsert(table), {"rows": _json(rows), "owner": owner}
             )
-            if written != len(rows):  # the owner guard skipped rows: another user's ids
+            if written != len(rows):  # the guard skipped rows: another user's, or protected
                 found = await db.scalars(
                     statements.foreign(table), {"ids": [r["id"] for r in rows], "owner": owner}
                 )
-                raise _OwnershipRace({(table.name, row_id) for row_id in found})
+                foreign = {(table.name, row_id) for row_id in found}
+                if foreign:
+                    raise _OwnershipRace(foreign)
+                raise _Recheck()
         patches = [
             {"id": p.row_id, "set": p.values}
             for p in chosen

@@ -23,24 +23,34 @@ def _q(name: str) -> str:
 
 
 @cache
-def load(table: contract.Table) -> TextClause:
-    """Locks the stored rows among `:ids` (in id order, so concurrent uploads cannot deadlock on
-    them) and lists them with their owner, plus the caller's tombstones among the absent ids
-    and among `:fresh` (rows only looked up for a tombstone)."""
-    row = ", to_jsonb(t) AS row" if needs_row(table) else ", NULL::jsonb AS row"
+def load(tables: tuple[contract.Table, ...]) -> TextClause:
+    """One statement for the whole upload: locks the stored rows among each table's `:ids_<n>`
+    (tables in declaration order, ids in order, so concurrent uploads cannot deadlock on them)
+    and lists them with their owner (and values, where `needs_row`), then the caller's
+    tombstones among every wanted row (`:wanted`, `[{t, id}]`) that was not found."""
+    ctes, found, listed = [], [], []
+    for n, table in enumerate(tables):
+        row = "to_jsonb(t)" if needs_row(table) else "NULL::jsonb"
+        ctes.append(
+            f"""l{n} AS (
+            SELECT t.id::text AS id, t.owner_user_id::text AS owner, {row} AS row
+            FROM {_q(table.name)} AS t
+            WHERE t.id = ANY(CAST(:ids_{n} AS {id_sql_type(table)}[]))
+            ORDER BY t.id FOR UPDATE)"""
+        )
+        listed.append(f"SELECT '{table.name}' AS tbl, id, owner, row, false AS gone FROM l{n}")
+        found.append(f"SELECT '{table.name}' AS t, id FROM l{n}")
     return text(
         f"""
-        WITH found AS (
-            SELECT t.id::text AS id, t.owner_user_id::text AS owner{row}
-            FROM {_q(table.name)} AS t
-            WHERE t.id = ANY(CAST(:ids AS {id_sql_type(table)}[]))
-            ORDER BY t.id FOR UPDATE)
-        SELECT id, owner, row, false AS gone FROM found
+        WITH {", ".join(ctes)}
+        {" UNION ALL ".join(listed)}
         UNION ALL
-        SELECT s.row_id, NULL, NULL, true FROM sync_tombstones AS s
-        WHERE s.user_id = :owner AND s.table_name = :table
-          AND s.row_id = ANY(CAST(:ids AS text[]) || CAST(:fresh AS text[]))
-          AND s.row_id NOT IN (SELECT id FROM found)
+        SELECT s.table_name, s.row_id, NULL, NULL, true FROM sync_tombstones AS s
+        WHERE s.user_id = :owner
+          AND (s.table_name, s.row_id) IN (
+              SELECT w.t, w.id
+              FROM jsonb_to_recordset(CAST(:wanted AS jsonb)) AS w(t text, id text))
+          AND (s.table_name, s.row_id) NOT IN ({" UNION ALL ".join(found)})
         """
     )
 
@@ -56,8 +66,10 @@ def delete(table: contract.Table) -> TextClause:
 @cache
 def upsert(table: contract.Table) -> TextClause:
     """PUT: inserts or replaces whole rows (a column left out becomes NULL; validation already
-    filled declared defaults). The owner guard skips ids another user owns: the caller compares
-    the count it returns with the rows it sent."""
+    filled declared defaults). The guard skips rows of another user, and stored rows whose
+    values the declarations protect (a changed immutable column, a closed row): the caller
+    compares the count it returns with the rows it sent, and decides those rows with their
+    stored values loaded."""
     writable = list(table.writable_columns)
     names = [_q(c.name) for c in writable]
     stamps = [c for c in table.columns if c.stamp is not None]
@@ -75,7 +87,7 @@ def upsert(table: contract.Table) -> TextClause:
         SELECT r.id, :owner, {", ".join([f"r.{n}" for n in names] + ["now()"] * len(stamps))}
         FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r({record})
         ON CONFLICT (id) DO UPDATE SET {", ".join(assignments) or "id = excluded.id"}
-        WHERE b.owner_user_id = excluded.owner_user_id
+        WHERE {" AND ".join(_guard(table))}
         RETURNING 1)
         SELECT count(*) FROM written
         """
@@ -181,6 +193,18 @@ PRUNE_TOMBSTONES = text(
     "DELETE FROM sync_tombstones "
     "WHERE user_id = :owner AND deleted_at < now() - make_interval(days => :days)"
 )
+
+
+def _guard(table: contract.Table) -> list[str]:
+    guard = ["b.owner_user_id = excluded.owner_user_id"]
+    guard += [
+        f"b.{_q(c.name)} IS NOT DISTINCT FROM excluded.{_q(c.name)}"
+        for c in table.columns
+        if c.immutable and c.name not in (table.id_from or ())
+    ]
+    if table.closed_by is not None:
+        guard.append(f"b.{_q(table.closed_by)} IS NULL")
+    return guard
 
 
 def _id_from(table: contract.Table) -> set[str]:
