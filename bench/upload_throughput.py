@@ -9,9 +9,13 @@ each scenario:
 
 1. upload: `--requests` sequential POST /v1/sync/powersync-upload requests of `--ops` PUTs each
    (shaped as a SQLite client uploads them), over one keep-alive HTTP connection;
-2. baseline: the same rows written straight into PostgreSQL, one multi-row
-   `INSERT ... SELECT FROM unnest(...) ON CONFLICT (id) DO UPDATE` per table and batch, one
-   transaction each: the physical cost of the writes with no HTTP, auth or validation.
+2. baseline: as many batches of the same kind of rows written straight into PostgreSQL, one
+   multi-row `INSERT ... SELECT FROM unnest(...) ON CONFLICT (id) DO UPDATE` per table and
+   batch, one transaction each: the physical cost of the writes with no HTTP, auth or
+   validation.
+
+Upload requests and baseline batches alternate, so on a shared machine both meet the same load
+(and the same table sizes); each side's time is summed separately.
 
 Scenarios: `books` (new books only) and `mixed` (per book: the book, its membership of one of
 20 shelves, two highlights and a reading session, all in one transaction).
@@ -49,7 +53,6 @@ def main() -> None:
     args = parser.parse_args()
     scenarios = ("books", "mixed") if args.scenario == "both" else (args.scenario,)
 
-    results = {}
     with tempfile.TemporaryDirectory(prefix="papyrus-bench-") as tmp:
         data_dir = Path(tmp)
         database = EmbeddedPostgres(data_dir)
@@ -57,10 +60,7 @@ def main() -> None:
         try:
             url = info.url()
             migrate.upgrade(url)
-            owner, upload_rates = _run_uploads(url, data_dir, args, scenarios)
-            for scenario in scenarios:
-                baseline = _run_baseline(info.conninfo(), owner, args, scenario)
-                results[scenario] = (upload_rates[scenario], baseline)
+            results = _run(url, info.conninfo(), data_dir, args, scenarios)
         finally:
             database.stop()
 
@@ -145,9 +145,11 @@ def _mixed(count: int, owner: str, shelves: list[str]) -> list[tuple[str, dict]]
     return rows[:count]
 
 
-def _run_uploads(
-    url: str, data_dir: Path, args: argparse.Namespace, scenarios: tuple[str, ...]
-) -> tuple[str, dict[str, float]]:
+def _run(
+    url: str, conninfo: str, data_dir: Path, args: argparse.Namespace, scenarios: tuple[str, ...]
+) -> dict[str, tuple[float, float]]:
+    """Per scenario, (upload ops/s, baseline ops/s). Upload requests and baseline batches
+    alternate, so both meet the same load on a shared machine and the same table sizes."""
     port = _free_port()
     env = {
         **os.environ,
@@ -161,9 +163,10 @@ def _run_uploads(
     command = [sys.executable, "-m", "papyrus.cli.main", "serve", "--no-migrate"]
     command += ["--port", str(port), "--workers", str(args.workers)]
     server = subprocess.Popen(command, env=env, cwd=data_dir)
+    results = {}
     try:
         base = f"http://127.0.0.1:{port}"
-        with httpx.Client(base_url=base, timeout=60) as client:
+        with httpx.Client(base_url=base, timeout=60) as client, psycopg.connect(conninfo) as conn:
             _wait_ready(client)
             account = client.post(
                 "/v1/auth/register",
@@ -182,35 +185,49 @@ def _run_uploads(
                 for n, s in enumerate(shelves)
             ]
             _post(client, headers, json.dumps({"batch": batch}).encode())
-            rates = {}
             for scenario in scenarios:
-                bodies = []
-                for request in range(args.requests + 1):  # the first one warms up, untimed
-                    if scenario == "books":
-                        rows = [("books", row) for row in _books(args.ops, owner)]
-                    else:
-                        rows = _mixed(args.ops, owner, shelves)
-                    batch = [
-                        {
-                            "op": "PUT",
-                            "type": table,
-                            "id": row.pop("id"),
-                            "data": row,
-                            "op_id": request * args.ops + n,
-                            "tx_id": request,
-                        }
-                        for n, (table, row) in enumerate(rows)
-                    ]
-                    bodies.append(json.dumps({"batch": batch}).encode())
-                _post(client, headers, bodies[0])
-                started = time.perf_counter()
-                for body in bodies[1:]:
+                uploads, baselines = [], []
+                for request in range(args.requests + 1):  # the first ones warm up, untimed
+                    uploads.append(_upload_body(scenario, request, owner, shelves, args.ops))
+                    baselines.append(_baseline_batch(scenario, owner, shelves, args.ops))
+                upload_time = baseline_time = 0.0
+                for request, (body, statements) in enumerate(zip(uploads, baselines, strict=True)):
+                    started = time.perf_counter()
                     _post(client, headers, body)
-                rates[scenario] = args.requests * args.ops / (time.perf_counter() - started)
+                    middle = time.perf_counter()
+                    for sql, params in statements:
+                        conn.execute(sql, params)
+                    conn.commit()
+                    if request:
+                        upload_time += middle - started
+                        baseline_time += time.perf_counter() - middle
+                total = args.requests * args.ops
+                results[scenario] = (total / upload_time, total / baseline_time)
     finally:
         server.terminate()
         server.wait(timeout=30)
-    return owner, rates
+    return results
+
+
+def _rows(scenario: str, owner: str, shelves: list[str], ops: int) -> list[tuple[str, dict]]:
+    if scenario == "books":
+        return [("books", row) for row in _books(ops, owner)]
+    return _mixed(ops, owner, shelves)
+
+
+def _upload_body(scenario: str, request: int, owner: str, shelves: list[str], ops: int) -> bytes:
+    batch = [
+        {
+            "op": "PUT",
+            "type": table,
+            "id": row.pop("id"),
+            "data": row,
+            "op_id": request * ops + n,
+            "tx_id": request,
+        }
+        for n, (table, row) in enumerate(_rows(scenario, owner, shelves, ops))
+    ]
+    return json.dumps({"batch": batch}).encode()
 
 
 def _post(client: httpx.Client, headers: dict[str, str], body: bytes) -> None:
@@ -285,40 +302,24 @@ def _columns(rows: list[dict]) -> dict[str, list]:
     return {name: [row[name] for row in rows] for name in rows[0] if name != "owner_user_id"}
 
 
-def _run_baseline(conninfo: str, owner: str, args: argparse.Namespace, scenario: str) -> float:
-    """The same rows as the upload scenario, one multi-row upsert per table, parents first."""
-    with psycopg.connect(conninfo) as conn:
-        shelves = [str(r[0]) for r in conn.execute("SELECT id FROM shelves ORDER BY id")]
-        batches: list[list[tuple[str, dict]]] = []
-        for _ in range(args.requests + 1):
-            if scenario == "books":
-                rows = [("books", row) for row in _books(args.ops, owner)]
-            else:
-                rows = _mixed(args.ops, owner, shelves)
-            statements = []
-            for table in ("books", "book_shelves", "annotations", "reading_sessions"):
-                chosen = [row for name, row in rows if name == table]
-                if not chosen:
-                    continue
-                params = {"owner": uuid.UUID(owner), **_columns(chosen)}
-                if table == "books":
-                    params["is_favorite"] = [bool(v) for v in params["is_favorite"]]
-                statements.append(
-                    (_BASELINE_SQL if table == "books" else _MIXED_BASELINE_SQL[table], params)
-                )
-            batches.append(statements)
-        conn.execute("TRUNCATE books CASCADE")
-        conn.commit()
-        for sql, params in batches[0]:  # warm-up, untimed
-            conn.execute(sql, params)
-        conn.commit()
-        started = time.perf_counter()
-        for statements in batches[1:]:
-            for sql, params in statements:
-                conn.execute(sql, params)
-            conn.commit()
-        elapsed = time.perf_counter() - started
-    return args.requests * args.ops / elapsed
+def _baseline_batch(
+    scenario: str, owner: str, shelves: list[str], ops: int
+) -> list[tuple[str, dict]]:
+    """The same kind of rows as an upload request, as one multi-row upsert per table, parents
+    first (run in one transaction)."""
+    rows = _rows(scenario, owner, shelves, ops)
+    statements = []
+    for table in ("books", "book_shelves", "annotations", "reading_sessions"):
+        chosen = [row for name, row in rows if name == table]
+        if not chosen:
+            continue
+        params = {"owner": uuid.UUID(owner), **_columns(chosen)}
+        if table == "books":
+            params["is_favorite"] = [bool(v) for v in params["is_favorite"]]
+            statements.append((_BASELINE_SQL, params))
+        else:
+            statements.append((_MIXED_BASELINE_SQL[table], params))
+    return statements
 
 
 def _wait_ready(client: httpx.Client) -> None:
