@@ -106,9 +106,10 @@ def needs_row(table: contract.Table) -> bool:
 def wanted(plans: dict[Key, RowPlan], everything: bool = False) -> dict[str, Wanted]:
     """Per table, the rows to load and lock: every row touched or referenced, except rows a
     PUT writes whole (usually new ones). For those only a tombstone is looked up: no upserted
-    row keeps a tombstone (`service._apply` removes it), so a tombstone means the row is
-    absent, and the upsert's guard skips a stored row another user owns or whose values the
-    declarations protect, after which the service decides again with `everything` loaded."""
+    row keeps a tombstone (`service._apply` removes it; a membership put back may keep one,
+    but a PUT ignores those), so a tombstone means the row is absent, and the upsert's guard
+    skips a stored row another user owns or whose values the declarations protect, after
+    which the service decides again with `everything` loaded."""
     found: dict[str, Wanted] = defaultdict(Wanted)
     for (table_name, row_id), plan in plans.items():
         fresh = plan.state == REPLACED and not plan.delete_first

@@ -4,9 +4,12 @@ A transaction may touch every synced table. Its operations are first collapsed, 
 each row's final effect (so PUT, PATCH, DELETE of one id in one transaction still mean what they
 meant), then decided in memory (`sync.plan`) from the stored rows they touch or reference, then
 applied table by table: deletes children first, upserts and patches parents first (the
-declaration order). Set-based on purpose: a fixed number of statements per table touched (load
-and lock, unique-key and cycle look-ups where declared, one DELETE, one multi-row upsert, one
-UPDATE for every PATCH), never one round trip per operation.
+declaration order). Set-based on purpose: one statement loads and locks what the transaction
+touches or references, then a fixed number per table touched (unique-key and cycle look-ups
+where declared, one DELETE, one multi-row upsert, one UPDATE for every PATCH), never one round
+trip per operation. Rows a PUT writes whole are not loaded: the upsert's guard skips a stored
+row that is another user's or whose values the declarations protect, and the transaction is
+then decided again with those rows loaded.
 
 Outcomes (see the PowerSync upload contract): a transaction that can never succeed is rejected
 whole, recorded in `sync_rejections` and answered 200 so the client moves on; only transient
