@@ -51,8 +51,7 @@ class TooManyOperations(PayloadTooLarge):
 
 @dataclass(frozen=True)
 class Operation:
-    """One valid entry: `row_id` is canonical, `values` normalised client-writable columns.
-    `seq` is the entry's position in the transaction."""
+    """One valid entry: `row_id` is canonical, `values` normalised client-writable columns."""
 
     op_id: int | None
     tx_id: int | None
@@ -60,7 +59,6 @@ class Operation:
     table: contract.Table
     row_id: str
     values: dict[str, Any] = field(default_factory=dict)
-    seq: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,13 +95,13 @@ def validate_batch(batch: list[Any], user_id: uuid.UUID) -> tuple[list[Operation
     operations: list[Operation] = []
     rejections: list[Rejection] = []
     owner = str(user_id)
-    for seq, entry in enumerate(batch):
-        result = validate_entry(entry, owner, seq)
+    for entry in batch:
+        result = validate_entry(entry, owner)
         (operations if isinstance(result, Operation) else rejections).append(result)
     return operations, rejections
 
 
-def validate_entry(entry: Any, owner: str, seq: int = 0) -> Operation | Rejection:
+def validate_entry(entry: Any, owner: str) -> Operation | Rejection:
     if not isinstance(entry, dict):
         return Rejection(None, None, None, None, "invalid_entry", "An entry must be a JSON object.")
     op_id, tx_id = _int64(entry.get("op_id")), _int64(entry.get("tx_id"))
@@ -127,14 +125,14 @@ def validate_entry(entry: Any, owner: str, seq: int = 0) -> Operation | Rejectio
             return reject("invalid_id", f"{table.name} ids are <{first}>:<{second}> (UUIDs).")
         return reject("invalid_id", "id must be a UUID string.")
     if kind == DELETE:
-        return Operation(op_id, tx_id, kind, table, row_id, seq=seq)
+        return Operation(op_id, tx_id, kind, table, row_id)
     data = entry.get("data")
     if not isinstance(data, dict):
         return reject("invalid_data", f"data must be a JSON object for {kind}.")
     values, problems = contract.validate_row(table, kind, row_id, data, owner=owner)
     if problems:
         return reject(problems[0].code, "; ".join(p.message for p in problems)[:2000])
-    return Operation(op_id, tx_id, kind, table, row_id, values, seq)
+    return Operation(op_id, tx_id, kind, table, row_id, values)
 
 
 def display(value: Any, limit: int = ROW_ID_MAX) -> str | None:
