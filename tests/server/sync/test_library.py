@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Engine
 
 from tests.server.sync.conftest import Reader, entry, new_id, transaction, upload
@@ -421,6 +421,46 @@ def test_a_closed_reading_session_is_history(client: TestClient, alice: Reader, 
     assert both == {"status": "applied", "applied": 2}
     assert send(client, alice, delete("books", book)) == {"status": "applied", "applied": 1}
     assert count(sql, "reading_sessions") == 0
+
+
+def test_deciding_again_keeps_the_callers_own_writes_in_the_transaction(
+    client: TestClient, alice: Reader, database_url: str, sql
+) -> None:
+    """A PUT over a protected stored row (here a replayed closed session) is decided again with
+    the row loaded; a caller's earlier writes in the same transaction survive that."""
+    import asyncio
+    import uuid
+
+    from papyrus.server.db import create_engine, session_factory
+    from papyrus.server.sync import service
+
+    book, session = new_id(), new_id()
+    closed = {
+        "book_id": book,
+        "started_at": "2026-01-01T10:00:00Z",
+        "ended_at": "2026-01-01T11:00:00Z",
+    }
+    send(
+        client, alice, put("books", book, {"title": "T"}), put("reading_sessions", session, closed)
+    )
+    marker = new_id()
+
+    async def run() -> service.UploadResult:
+        engine = create_engine(database_url)
+        try:
+            async with session_factory(engine)() as db:
+                await db.execute(
+                    text("INSERT INTO books (id, owner_user_id, title) VALUES (:id, :owner, 'M')"),
+                    {"id": marker, "owner": alice.user_id},
+                )
+                replay = transaction(put("reading_sessions", session, closed))["batch"]
+                return await service.apply_upload(db, uuid.UUID(alice.user_id), replay)
+        finally:
+            await engine.dispose()
+
+    result = asyncio.run(run())
+    assert (result.applied, result.rejections) == (1, [])
+    assert row(sql, "books", marker) is not None
 
 
 def test_immutable_columns_keep_their_first_value(client: TestClient, alice: Reader, sql) -> None:

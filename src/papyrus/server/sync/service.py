@@ -100,8 +100,7 @@ async def apply_upload(db: AsyncSession, user_id: uuid.UUID, batch: list[Any]) -
         try:
             try:
                 rejections, dropped = await _attempt(db, owner, plans, invalid, bool(invalid))
-            except _Recheck:
-                await db.rollback()
+            except _Recheck:  # its writes were rolled back to their savepoint
                 plans = planning.collapse(operations)
                 try:
                     rejections, dropped = await _attempt(db, owner, plans, invalid, True)
@@ -154,7 +153,10 @@ async def _attempt(
         rejections += await _cycles(db, owner, plans)
     if rejections:  # rejected anyway: name every foreign id, as a full load would
         return await _foreign(db, owner, plans, stored) + rejections, []
-    await _apply(db, owner, plans)
+    # A savepoint, so deciding again undoes only these writes: a caller's own writes in the
+    # same transaction (staged uploads drop their parts before applying) stay.
+    async with db.begin_nested():
+        await _apply(db, owner, plans)
     return [], verdict.dropped
 
 
