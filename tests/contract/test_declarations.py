@@ -53,6 +53,7 @@ def test_the_contract_imports_only_the_standard_library() -> None:
                     "papyrus",
                     "dataclasses",
                     "enum",
+                    "functools",
                     "re",
                     "json",
                     "math",

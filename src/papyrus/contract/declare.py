@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 
@@ -200,23 +201,34 @@ class Table:
             raise ValueError(f"{self.name}: rules name unknown columns {missing}")
 
     def column(self, name: str) -> Column:
-        for column in self.columns:
-            if column.name == name:
-                return column
-        raise KeyError(f"{self.name} has no column {name!r}")
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"{self.name} has no column {name!r}") from None
 
-    @property
+    # Cached (the declarations are immutable): uploads look columns up for every value.
+    @cached_property
+    def _by_name(self) -> dict[str, Column]:
+        return {c.name: c for c in self.columns}
+
+    @cached_property
     def column_names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
 
-    @property
+    @cached_property
     def writable_columns(self) -> tuple[Column, ...]:
         """The columns a client's upload sets (everything but the server's stamps)."""
         return tuple(c for c in self.columns if not c.server_set)
 
-    @property
+    @cached_property
     def references(self) -> tuple[Column, ...]:
         return tuple(c for c in self.columns if c.references is not None)
+
+    @property
+    def ids_reused(self) -> bool:
+        """Ids derived from a pair come back by design (a book put back on a shelf), so a
+        deleted row's id may be written again later; other ids, once deleted, stay deleted."""
+        return self.id_from is not None
 
     def derived_id(self, values: dict[str, Any]) -> str | None:
         """The id a membership row must have, or None when the table's ids are free UUIDs."""

@@ -33,6 +33,7 @@ from papyrus.contract.declare import (
 PUT, PATCH, DELETE = "PUT", "PATCH", "DELETE"
 MAX_UUID_TEXT = 64
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 _LOCATION_KEYS = frozenset({"cfi", "page", "fraction"})
 
 
@@ -140,8 +141,7 @@ def check_rules(table: Table, row: Mapping[str, Any]) -> list[Problem]:
 def check_row_id(table: Table, row_id: Any) -> str | None:
     """The canonical row id, or None when it is not a valid id for `table`."""
     if table.id_from is None:
-        parsed = _uuid(row_id)
-        return str(parsed) if parsed is not None else None
+        return _uuid(row_id)
     if not isinstance(row_id, str) or len(row_id) > 2 * MAX_UUID_TEXT + 1:
         return None
     first, sep, second = row_id.partition(":")
@@ -180,15 +180,13 @@ def from_local(column: Column, value: Any) -> Any:
 
 
 def _text(column: Column, value: Any) -> str:
-    if not isinstance(value, str):
-        raise FieldError("must be a string.")
     if column.choices:
         if value not in column.choices:
             raise FieldError("must be one of " + ", ".join(column.choices) + ".")
         return value
     low, high = column.length or (0, 0)
-    if not low <= len(value) <= high:
-        raise FieldError(f"must be {low} to {high} characters.")
+    if not isinstance(value, str) or not low <= len(value) <= high:
+        raise FieldError(f"must be a string of {low} to {high} characters.")
     clean_string(value)
     if column.pattern is not None and not re.fullmatch(column.pattern, value):
         raise FieldError(f"must look like {column.doc or column.pattern}.")
@@ -249,7 +247,7 @@ def _id(column: Column, value: Any) -> str:
     parsed = _uuid(value)
     if parsed is None:
         raise FieldError("must be a UUID.")
-    return str(parsed)
+    return parsed
 
 
 def _json(column: Column, value: Any) -> Any:
@@ -357,13 +355,16 @@ def _check_json(value: Any, depth: int, max_depth: int) -> None:
             _check_json(item, depth + 1, max_depth)
 
 
-def _uuid(value: Any) -> uuid.UUID | None:
+def _uuid(value: Any) -> str | None:
+    """The canonical text of a UUID (lower case, hyphenated), or None."""
     if isinstance(value, uuid.UUID):
-        return value
+        return str(value)
     if not isinstance(value, str) or len(value) > MAX_UUID_TEXT:
         return None
+    if _CANONICAL_UUID.match(value):  # what clients send, checked without parsing
+        return value
     try:
-        return uuid.UUID(value)
+        return str(uuid.UUID(value))
     except ValueError:
         return None
 

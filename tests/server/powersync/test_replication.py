@@ -14,6 +14,7 @@ import psycopg2.extras
 import pytest
 from typer.testing import CliRunner
 
+from papyrus import contract
 from papyrus.cli.main import app as cli
 from papyrus.embedded_db import ServerInfo
 from papyrus.server.powersync import replication
@@ -63,14 +64,15 @@ def test_the_replication_role_can_replicate_books_and_read_nothing_else(
         (True, True)
     ]
     published = sql("SELECT tablename FROM pg_publication_tables WHERE pubname = 'powersync'")
-    assert published == [("books",)]
+    assert sorted(name for (name,) in published) == sorted(replication.SYNCED_TABLES)
 
     conninfo = (
         f"host=127.0.0.1 port={pg_server.port} dbname={database_name} "
         f"user={role} password={password}"
     )
     with psycopg.connect(conninfo) as conn:
-        assert conn.execute("SELECT count(*) FROM books").fetchone() == (0,)
+        for table in replication.SYNCED_TABLES:
+            assert conn.execute(f"SELECT count(*) FROM {table}").fetchone() == (0,)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("SELECT * FROM users")
 
@@ -129,7 +131,11 @@ def test_a_missing_or_partial_publication_is_repaired(database_url: str, sql, ro
     sql("CREATE PUBLICATION powersync FOR TABLE users")
     sql("ALTER PUBLICATION powersync DROP TABLE users")
     report = replication.setup_replication(database_url, role, "pw-123456")
-    assert "added books to publication powersync" in report.actions
+    everything = ", ".join(replication.SYNCED_TABLES)
+    assert f"added {everything} to publication powersync" in report.actions
+    sql("ALTER PUBLICATION powersync DROP TABLE annotations, book_tags")
+    report = replication.setup_replication(database_url, role, "pw-123456")
+    assert "added book_tags, annotations to publication powersync" in report.actions
     bad = "CREATE PUBLICATION powersync FOR TABLE books WITH (publish = 'insert')"
     sql("DROP PUBLICATION powersync")
     sql(bad)
@@ -141,9 +147,8 @@ def test_the_migration_creates_the_publication(sql) -> None:
     assert sql("SELECT pubinsert, pubupdate, pubdelete, pubtruncate FROM pg_publication") == [
         (True, True, True, True)
     ]
-    assert sql("SELECT tablename FROM pg_publication_tables WHERE pubname = 'powersync'") == [
-        ("books",)
-    ]
+    published = sql("SELECT tablename FROM pg_publication_tables WHERE pubname = 'powersync'")
+    assert sorted(name for (name,) in published) == sorted(t.name for t in contract.TABLES)
 
 
 def test_wal_level_that_is_not_logical_is_explained(monkeypatch, database_url: str, role) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from papyrus.server.sync.models import ROW_ID_MAX
 from papyrus.server.sync.validation import MAX_BODY_BYTES, MAX_OPERATIONS
 from tests.server.sync.conftest import (
     UPLOAD,
@@ -164,7 +165,7 @@ def test_a_hostile_id_is_echoed_safely(client: TestClient, alice: Reader, sql) -
     assert response.status_code == 200
     [rejection] = response.json()["rejections"]
     assert rejection["code"] == "invalid_id"
-    assert len(rejection["id"]) <= 64 and "\x00" not in rejection["id"]
+    assert len(rejection["id"]) <= ROW_ID_MAX and "\x00" not in rejection["id"]
     assert sql("SELECT row_id FROM sync_rejections")[0][0] == rejection["id"]
 
 

@@ -66,10 +66,12 @@ def test_an_id_inserted_by_another_user_after_the_lock_is_not_overwritten(
     """The upsert's owner guard holds even when the row was invisible to the ownership check."""
     from papyrus.server.sync import service
 
-    async def sees_nothing(db, ids):  # as if Bob's insert committed after our lock
-        return {}
+    async def sees_nothing(
+        db, owner, plans, everything=False
+    ):  # as if Bob's insert committed after our lock
+        return {}, set()
 
-    monkeypatch.setattr(service, "_lock_owners", sees_nothing)
+    monkeypatch.setattr(service, "_load", sees_nothing)
     mine = new_id()
     body = transaction(
         entry("PUT", mine, {"title": "Mine"}), entry("PUT", bobs_book, {"title": "X"})
@@ -86,10 +88,10 @@ def test_patch_and_delete_statements_only_touch_the_callers_rows(
 ) -> None:
     from papyrus.server.sync import service
 
-    async def sees_nothing(db, ids):
-        return {}
+    async def sees_nothing(db, owner, plans, everything=False):
+        return {}, set()
 
-    monkeypatch.setattr(service, "_lock_owners", sees_nothing)
+    monkeypatch.setattr(service, "_load", sees_nothing)
     upload(client, alice, transaction(entry("PATCH", bobs_book, {"title": "X"})))
     upload(client, alice, transaction(entry("DELETE", bobs_book)))
     row = book_row(sql, bobs_book)

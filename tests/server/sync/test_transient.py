@@ -51,13 +51,15 @@ def test_a_write_the_database_refuses_is_rejected_not_retried_forever(
     client: TestClient, alice: Reader, sql, monkeypatch
 ) -> None:
     """Defence in depth: should validation ever miss a constraint, the queue still moves on."""
-    from papyrus.server.sync import validation
+    from papyrus import contract
 
-    monkeypatch.setitem(
-        validation.COLUMNS,
-        "rating",
-        validation.Column("rating", "integer", lambda value: value),
-    )
+    real_validate_row = contract.validate_row
+
+    def misses_the_rating_rule(table, op, row_id, data, owner=None):
+        values, _ = real_validate_row(table, op, row_id, {**data, "rating": 3}, owner)
+        return {**values, "rating": data["rating"]}, []
+
+    monkeypatch.setattr(contract, "validate_row", misses_the_rating_rule)
     response = upload(
         client, alice, transaction(entry("PUT", new_id(), {"title": "T", "rating": 9}))
     )

@@ -110,13 +110,39 @@ def test_patch_changes_only_the_listed_columns_and_null_clears(
     assert row["current_position"] == 1.0 and row["is_favorite"] is True
 
 
-def test_patch_of_a_deleted_row_is_a_successful_no_op(
+def test_a_late_patch_of_a_deleted_row_is_dropped_and_reported(
     client: TestClient, alice: Reader, sql
 ) -> None:
     row_id = new_id()
     upload(client, alice, transaction(entry("PUT", row_id, {"title": "T"})))
     assert upload(client, alice, transaction(entry("DELETE", row_id))).status_code == 200
     response = upload(client, alice, transaction(entry("PATCH", row_id, {"title": "Back"})))
+    assert response.json() == {
+        "status": "applied",
+        "applied": 0,
+        "dropped": [
+            {
+                "op_id": 1,
+                "id": row_id,
+                "code": "row_deleted",
+                "message": "The row was deleted before this change arrived.",
+            }
+        ],
+    }
+    assert book_row(sql, row_id) is None
+    [recorded] = client.get("/v1/sync/rejections", headers=alice.headers).json()["rejections"]
+    assert (recorded["row_id"], recorded["code"], recorded["op"]) == (
+        row_id,
+        "row_deleted",
+        "PATCH",
+    )
+
+
+def test_a_patch_of_a_row_that_never_existed_is_a_successful_no_op(
+    client: TestClient, alice: Reader, sql
+) -> None:
+    row_id = new_id()
+    response = upload(client, alice, transaction(entry("PATCH", row_id, {"title": "Ghost"})))
     assert response.json() == {"status": "applied", "applied": 1}
     assert book_row(sql, row_id) is None
 

@@ -20,8 +20,10 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg import sql
 
+from papyrus.contract import TABLES
+
 PUBLICATION = "powersync"
-SYNCED_TABLES = ("books",)
+SYNCED_TABLES = tuple(table.name for table in TABLES)
 
 
 class ReplicationSetupError(Exception):

@@ -21,7 +21,7 @@ from papyrus.server.sync.schemas import (
     UploadRejection,
     UploadResponse,
 )
-from papyrus.server.sync.validation import MAX_BODY_BYTES, parse_batch
+from papyrus.server.sync.validation import MAX_BODY_BYTES, Rejection, parse_batch
 
 PREFIX = "/sync"
 UPLOAD_PATH = "/powersync-upload"
@@ -55,8 +55,9 @@ router = APIRouter(
 )
 async def powersync_upload(request: Request, caller: CallerDep, db: DbDep) -> UploadResponse:
     """Apply one client transaction: `{"batch": [<PowerSync CRUD entry>, ...]}`, at most 1,000
-    entries and 2 MiB. 200 `applied` or 200 `rejected` (nothing applied, recorded for the user):
-    either way the client is done with the transaction. 5xx means retry later."""
+    entries and 2 MiB. 200 `applied` (with `dropped`: late writes to deleted rows, left out) or
+    200 `rejected` (nothing applied, recorded for the user): either way the client is done with
+    the transaction. 5xx means retry later."""
     body = await read_body(request, MAX_BODY_BYTES)
     result = await service.apply_upload(db, caller.user_id, parse_batch(body))
     return _upload_response(result)
@@ -104,13 +105,20 @@ async def powersync_upload_part(
 
 
 def _upload_response(result: service.UploadResult) -> UploadResponse:
-    rejections = [
-        UploadRejection(op_id=r.op_id, id=r.row_id, code=r.code, message=r.message)
-        for r in result.rejections
-    ]
-    if not rejections:  # left unset, so the success body is exactly {"status", "applied"}
+    if not result.rejections:  # left unset unless some were, so old clients see no change
+        if result.dropped:
+            return UploadResponse(
+                status="applied", applied=result.applied, dropped=_public(result.dropped)
+            )
         return UploadResponse(status="applied", applied=result.applied)
-    return UploadResponse(status="rejected", applied=0, rejections=rejections)
+    return UploadResponse(status="rejected", applied=0, rejections=_public(result.rejections))
+
+
+def _public(rejections: list[Rejection]) -> list[UploadRejection]:
+    return [
+        UploadRejection(op_id=r.op_id, id=r.row_id, code=r.code, message=r.message)
+        for r in rejections
+    ]
 
 
 @router.get("/rejections")

@@ -53,11 +53,14 @@ class UploadRejection(BaseModel):
 
 
 class UploadResponse(BaseModel):
-    """`applied`: every operation took effect. `rejected`: none did; the client should move on."""
+    """`applied`: the transaction took effect, less any `dropped` operations (writes to rows
+    deleted before they arrived; also recorded with the rejections). `rejected`: nothing took
+    effect; the client should move on."""
 
     status: Literal["applied", "rejected"]
     applied: int
     rejections: list[UploadRejection] | None = None
+    dropped: list[UploadRejection] | None = None
 
 
 class PartStaged(BaseModel):

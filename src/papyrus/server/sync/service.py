@@ -1,14 +1,24 @@
 """Applying an uploaded PowerSync transaction: all of it in one database transaction, or none.
 
-Set-based on purpose: whatever the size of the transaction, applying it costs a fixed handful of
-statements (lock the rows, one DELETE, one multi-row upsert, one UPDATE for every PATCH), not one
-round trip per operation. Operations on the same id are first collapsed, in order, into that id's
-final effect, so PUT, PATCH, DELETE of one id in one transaction still mean what they meant.
+A transaction may touch every synced table. Its operations are first collapsed, in order, into
+each row's final effect (so PUT, PATCH, DELETE of one id in one transaction still mean what they
+meant), then decided in memory (`sync.plan`) from the stored rows they touch or reference, then
+applied table by table: deletes children first, upserts and patches parents first (the
+declaration order). Set-based on purpose: one statement loads and locks what the transaction
+touches or references, then a fixed number per table touched (unique-key and cycle look-ups
+where declared, one DELETE, one multi-row upsert, one UPDATE for every PATCH), never one round
+trip per operation. Rows a PUT writes whole are not loaded: the upsert's guard skips a stored
+row that is another user's or whose values the declarations protect, and the transaction is
+then decided again with those rows loaded.
 
 Outcomes (see the PowerSync upload contract): a transaction that can never succeed is rejected
 whole, recorded in `sync_rejections` and answered 200 so the client moves on; only transient
 database trouble raises (503), so the client retries the same transaction later. Replays are
-harmless: PUT and PATCH set values, DELETE of an absent row succeeds.
+harmless: PUT and PATCH set values, DELETE of an absent row succeeds. A write that arrives after
+its row (or the row it belongs to) was deleted is *dropped*: the rest of the transaction
+applies, and the dropped operations are answered and recorded like rejections, so a deleted
+row never comes back. Tombstones of deleted rows are kept `TOMBSTONE_DAYS` days, pruned by the
+caller's uploads that delete.
 """
 
 from __future__ import annotations
@@ -16,25 +26,22 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, text
-from sqlalchemy.dialects.postgresql import ARRAY, UUID
+from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from papyrus import contract
 from papyrus.server.errors import ServiceUnavailable
-from papyrus.server.sync.validation import (
-    COLUMNS,
-    DELETE,
-    PATCH,
-    PUT,
-    Operation,
-    Rejection,
-    validate_batch,
-)
+from papyrus.server.sync import plan as planning
+from papyrus.server.sync import statements
+from papyrus.server.sync.models import TOMBSTONE_DAYS, unique_key_name
+from papyrus.server.sync.plan import Key, RowPlan, Stored
+from papyrus.server.sync.validation import Operation, Rejection, validate_batch
 
 log = logging.getLogger(__name__)
 
@@ -48,64 +55,70 @@ REPLAY_WINDOW = "1 day"
 _TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "57")
 # Data exceptions and integrity violations: a bad write that validation missed, never retryable.
 _PERMANENT_SQLSTATE_CLASSES = ("22", "23")
+# Row rules a PATCH can break against stored values only the database sees together.
+_ORDER_RULES = {
+    f"ck_{table.name}_{rule.earlier}_before_{rule.later}": (table, rule)
+    for table in contract.TABLES
+    for rule in table.checks
+}
+_UNIQUE_KEYS = {
+    unique_key_name(table, unique): (table, unique)
+    for table in contract.TABLES
+    for unique in table.unique
+}
 
 
 @dataclass(frozen=True)
 class UploadResult:
+    """`applied`: operations that took effect. `rejections`: why nothing did (empty when the
+    transaction applied). `dropped`: late writes to deleted rows left out of an applied one."""
+
     applied: int
     rejections: list[Rejection] = field(default_factory=list)
-
-
-@dataclass
-class _RowPlan:
-    """The final effect of a transaction's operations on one id."""
-
-    state: str = "untouched"  # untouched | patched | replaced | deleted
-    values: dict[str, Any] = field(default_factory=dict)
-    delete_first: bool = False  # replaced after a delete in the same transaction
+    dropped: list[Rejection] = field(default_factory=list)
 
 
 class _OwnershipRace(Exception):
     """Rows the upsert's owner guard refused: ids owned by another user."""
 
-    def __init__(self, row_ids: set[uuid.UUID]) -> None:
-        self.row_ids = row_ids
+    def __init__(self, keys: set[Key]) -> None:
+        self.keys = keys
+
+
+class _Recheck(Exception):
+    """The upsert's guard skipped a stored row whose values decide the outcome (a closed row,
+    an immutable column): decide again with every written row loaded."""
 
 
 async def apply_upload(db: AsyncSession, user_id: uuid.UUID, batch: list[Any]) -> UploadResult:
     """Validates and applies one client transaction; see the module docstring for outcomes."""
-    operations, rejections = validate_batch(batch, user_id)
-    plans = collapse(operations)
+    operations, invalid = validate_batch(batch, user_id)
+    owner = str(user_id)
     upload_id = uuid.uuid4()
+    plans = planning.collapse(operations)
     try:
         try:
-            # Rows a PUT replaces need no lock: the upsert's owner guard checks them in the same
-            # statement. When the transaction is rejected anyway, check every id for the report.
-            locked = {i for i, p in plans.items() if rejections or p.state != "replaced"}
-            owners = await _lock_owners(db, locked)
-            rejections += _ownership_rejections(operations, owners, user_id)
+            try:
+                rejections, dropped = await _attempt(db, owner, plans, invalid, bool(invalid))
+            except _Recheck:  # its writes were rolled back to their savepoint
+                plans = planning.collapse(operations)
+                try:
+                    rejections, dropped = await _attempt(db, owner, plans, invalid, True)
+                except _Recheck:  # with every row locked, only a concurrent insert does this
+                    await _safe_rollback(db)
+                    raise _unavailable(_Recheck()) from None
             if not rejections:
-                await _apply(db, user_id, plans)
+                if dropped:
+                    await _record_rejections(db, user_id, upload_id, dropped)
                 await db.commit()
-                return UploadResult(applied=len(batch))
+                return UploadResult(applied=len(batch) - len(dropped), dropped=dropped)
         except _OwnershipRace as race:
-            rejections = _ownership_rejections(
-                operations, dict.fromkeys(race.row_ids, None), user_id
-            )
+            foreign = {key: Stored(owner="") for key in race.keys}
+            rejections = planning.forbidden(plans, foreign, owner)
         except DBAPIError as exc:
             if _sqlstate(exc)[:2] not in _PERMANENT_SQLSTATE_CLASSES:
                 raise
-            log.warning("sync upload: database refused a validated write (%s)", _sqlstate(exc))
-            rejections = [
-                Rejection(
-                    None,
-                    operations[0].tx_id if operations else None,  # so a replay is known
-                    None,
-                    None,
-                    "constraint_violation",
-                    "The database refused this transaction's values.",
-                )
-            ]
+            rejections = _refused(exc, plans, operations)
         await db.rollback()
         await _record_rejections(db, user_id, upload_id, rejections)
         await db.commit()
@@ -120,23 +133,31 @@ async def apply_upload(db: AsyncSession, user_id: uuid.UUID, batch: list[Any]) -
         raise
 
 
-def collapse(operations: list[Operation]) -> dict[uuid.UUID, _RowPlan]:
-    """Each id's final effect, applying its operations in upload order."""
-    plans: dict[uuid.UUID, _RowPlan] = {}
-    for op in operations:
-        plan = plans.setdefault(op.row_id, _RowPlan())
-        if op.kind == PUT:
-            plan.delete_first = plan.delete_first or plan.state == "deleted"
-            plan.state, plan.values = "replaced", dict(op.values)
-        elif op.kind == PATCH:
-            if plan.state == "deleted":
-                continue  # patching a row this transaction deleted: nothing to update
-            if plan.state == "untouched":
-                plan.state = "patched"
-            plan.values.update(op.values)
-        elif op.kind == DELETE:
-            plan.state, plan.values, plan.delete_first = "deleted", {}, False
-    return plans
+async def _attempt(
+    db: AsyncSession,
+    owner: str,
+    plans: dict[Key, RowPlan],
+    invalid: list[Rejection],
+    everything: bool,
+) -> tuple[list[Rejection], list[Rejection]]:
+    """Decides the transaction and, when nothing rejects it, applies it (uncommitted).
+    Returns the rejections, or the dropped operations of an applied transaction."""
+    stored, tombstones = await _load(db, owner, plans, everything)
+    rejections = invalid + planning.forbidden(plans, stored, owner)
+    if rejections:
+        return rejections, []
+    verdict = planning.judge(plans, stored, tombstones, owner)
+    rejections = verdict.rejections
+    if not rejections:
+        rejections += await _duplicates(db, owner, plans)
+        rejections += await _cycles(db, owner, plans)
+    if rejections:  # rejected anyway: name every foreign id, as a full load would
+        return await _foreign(db, owner, plans, stored) + rejections, []
+    # A savepoint, so deciding again undoes only these writes: a caller's own writes in the
+    # same transaction (staged uploads drop their parts before applying) stay.
+    async with db.begin_nested():
+        await _apply(db, owner, plans)
+    return [], verdict.dropped
 
 
 async def list_rejections(
@@ -155,114 +176,174 @@ async def list_rejections(
     return [dict(row._mapping) for row in result]
 
 
-# --- statements ---------------------------------------------------------------------------------
-
-_ID_LIST = bindparam("ids", type_=ARRAY(UUID(as_uuid=True)))
-
-_LOCK_SQL = text(
-    "SELECT id, owner_user_id FROM books WHERE id = ANY(:ids) ORDER BY id FOR UPDATE"
-).bindparams(_ID_LIST)
-
-_DELETE_SQL = text("DELETE FROM books WHERE id = ANY(:ids) AND owner_user_id = :owner").bindparams(
-    _ID_LIST
-)
-
-_NAMES = list(COLUMNS)
-# PUT replaces the whole row: a column left out becomes NULL, or its default where it has one.
-_SELECT_EXPRESSIONS = {"is_favorite": "coalesce(r.is_favorite, false)"}
-_UPSERT_SQL = text(
-    f"""
-    WITH written AS (
-    INSERT INTO books AS b (id, owner_user_id, {", ".join(_NAMES)}, added_at, updated_at)
-    SELECT r.id, :owner, {", ".join(_SELECT_EXPRESSIONS.get(n, f"r.{n}") for n in _NAMES)},
-           now(), now()
-    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(
-        id uuid, {", ".join(f"{c.name} {c.sql_type}" for c in COLUMNS.values())})
-    ON CONFLICT (id) DO UPDATE SET
-        {", ".join(f"{n} = excluded.{n}" for n in _NAMES)}, updated_at = excluded.updated_at
-    WHERE b.owner_user_id = excluded.owner_user_id
-    RETURNING 1)
-    SELECT count(*) FROM written
-    """
-)
-
-_FOREIGN_SQL = text(
-    "SELECT id FROM books WHERE id = ANY(:ids) AND owner_user_id <> :owner"
-).bindparams(_ID_LIST)
+# --- steps ---------------------------------------------------------------------------------------
 
 
-def _patch_assignment(name: str, sql_type: str) -> str:
-    if sql_type == "jsonb":  # JSON null in the patch clears the column
-        value = f"nullif(p.d -> '{name}', 'null'::jsonb)"
-    elif sql_type == "text":
-        value = f"p.d ->> '{name}'"
-    else:
-        value = f"(p.d ->> '{name}')::{sql_type}"
-    return f"{name} = CASE WHEN p.d ? '{name}' THEN {value} ELSE b.{name} END"
+async def _load(
+    db: AsyncSession, owner: str, plans: dict[Key, RowPlan], everything: bool = False
+) -> tuple[dict[Key, Stored], set[Key]]:
+    """The stored rows the transaction touches or references, locked, and the caller's
+    tombstones among the absent ones, in one statement. See `plan.wanted` for the rows a PUT
+    writes whole, which are not loaded."""
+    stored: dict[Key, Stored] = {}
+    tombstones: set[Key] = set()
+    wanted = planning.wanted(plans, everything)
+    tables = tuple(t for t in contract.TABLES if t.name in wanted)
+    if not tables:
+        return stored, tombstones
+    params: dict[str, Any] = {"owner": owner}
+    pairs = []
+    for n, table in enumerate(tables):
+        ids = wanted[table.name]
+        params[f"ids_{n}"] = sorted(ids.ids)
+        pairs += [{"t": table.name, "id": row_id} for row_id in (*ids.ids, *ids.fresh)]
+    params["wanted"] = _json(pairs)
+    for row in await db.execute(statements.load(tables), params):
+        if row.gone:
+            tombstones.add((row.tbl, row.id))
+        else:
+            stored[(row.tbl, row.id)] = Stored(row.owner, row.row)
+    return stored, tombstones
 
 
-_PATCH_SQL = text(
-    f"""
-    UPDATE books AS b SET
-        {", ".join(_patch_assignment(c.name, c.sql_type) for c in COLUMNS.values())},
-        updated_at = now()
-    FROM (
-        SELECT (e ->> 'id')::uuid AS id, e -> 'set' AS d
-        FROM jsonb_array_elements(CAST(:patches AS jsonb)) AS e
-    ) AS p
-    WHERE b.id = p.id AND b.owner_user_id = :owner
-    """
-)
-
-
-async def _lock_owners(db: AsyncSession, ids: set[uuid.UUID]) -> dict[uuid.UUID, uuid.UUID]:
-    """Locks the existing rows in id order (so concurrent uploads cannot deadlock on them)."""
-    if not ids:
-        return {}
-    result = await db.execute(_LOCK_SQL, {"ids": sorted(ids)})
-    return {row.id: row.owner_user_id for row in result}
-
-
-def _ownership_rejections(
-    operations: list[Operation], owners: dict[uuid.UUID, uuid.UUID | None], user_id: uuid.UUID
+async def _foreign(
+    db: AsyncSession, owner: str, plans: dict[Key, RowPlan], stored: dict[Key, Stored]
 ) -> list[Rejection]:
+    """`forbidden` for the ids `_load` left to the upsert's owner guard."""
+    foreign: dict[Key, Stored] = {}
+    for table in contract.TABLES:
+        ids = [p.row_id for k, p in plans.items() if p.table is table and k not in stored]
+        if ids:
+            found = await db.scalars(statements.foreign(table), {"ids": ids, "owner": owner})
+            foreign.update({(table.name, row_id): Stored(owner="") for row_id in found})
+    return planning.forbidden(plans, foreign, owner)
+
+
+async def _duplicates(db: AsyncSession, owner: str, plans: dict[Key, RowPlan]) -> list[Rejection]:
+    rejections: list[Rejection] = []
+    for table in contract.TABLES:
+        for unique in table.unique:
+            rows = planning.unique_candidates(plans, table, unique)
+            if not rows:
+                continue
+            written: dict[str, str] = {}
+            existing: dict[str, str] = {}
+            result = await db.execute(
+                statements.unique_keys(table, unique), {"rows": _json(rows), "owner": owner}
+            )
+            for row in result:
+                (written if row.mine else existing)[row.id] = row.key
+            rejections += planning.duplicates(plans, table, unique, written, existing)
+    return rejections
+
+
+async def _cycles(db: AsyncSession, owner: str, plans: dict[Key, RowPlan]) -> list[Rejection]:
+    rejections: list[Rejection] = []
+    for table in contract.TABLES:
+        if table.acyclic is None:
+            continue
+        starts = planning.cycle_starts(plans, table)
+        if not starts:
+            continue
+        result = await db.execute(
+            statements.ancestry(table), {"ids": sorted(starts), "owner": owner}
+        )
+        ancestry = {row.id: row.parent for row in result}
+        rejections += planning.cycles(plans, table, ancestry)
+    return rejections
+
+
+async def _apply(db: AsyncSession, owner: str, plans: dict[Key, RowPlan]) -> None:
+    """Deletes children first, then upserts and patches parents first."""
+    by_table: dict[str, list[RowPlan]] = defaultdict(list)
+    for key in sorted(plans):  # id order: concurrent uploads meet new ids in one order
+        by_table[key[0]].append(plans[key])
+    deleted = False
+    for table in reversed(contract.TABLES):
+        ids = [p.row_id for p in by_table.get(table.name, ()) if p.deletes]
+        if ids:
+            await db.execute(statements.delete(table), {"ids": ids, "owner": owner})
+            deleted = True
+    upserted: list[dict[str, str]] = []
+    for table in contract.TABLES:
+        chosen = by_table.get(table.name, ())
+        rows = [
+            {"id": p.row_id, **{k: v for k, v in p.values.items() if v is not None}}
+            for p in chosen
+            if p.writes and p.state == planning.REPLACED
+        ]
+        if rows:
+            upserted += [{"t": table.name, "id": r["id"]} for r in rows]
+            written = await db.scalar(
+                statements.upsert(table), {"rows": _json(rows), "owner": owner}
+            )
+            if written != len(rows):  # the guard skipped rows: another user's, or protected
+                found = await db.scalars(
+                    statements.foreign(table), {"ids": [r["id"] for r in rows], "owner": owner}
+                )
+                foreign = {(table.name, row_id) for row_id in found}
+                if foreign:
+                    raise _OwnershipRace(foreign)
+                raise _Recheck()
+        patches = [
+            {"id": p.row_id, "set": p.values}
+            for p in chosen
+            if p.writes and p.state == planning.PATCHED and p.values
+        ]
+        if patches:
+            await db.execute(statements.patch(table), {"patches": _json(patches), "owner": owner})
+    if deleted:  # only this upload's deletes can have left tombstones of rows it wrote again
+        if upserted:
+            await db.execute(
+                statements.FORGET_TOMBSTONES, {"rows": _json(upserted), "owner": owner}
+            )
+        await db.execute(statements.PRUNE_TOMBSTONES, {"owner": owner, "days": TOMBSTONE_DAYS})
+
+
+def _refused(
+    exc: DBAPIError, plans: dict[Key, RowPlan], operations: list[Operation]
+) -> list[Rejection]:
+    """The rejection for a write the database refused. A unique key taken by a concurrent
+    upload (the exclusion constraint, checked at commit) is `duplicate`; a PATCH that puts one
+    end of an order rule out of line with the stored other end is `invalid_value`; anything
+    else means validation missed a rule."""
+    diag = getattr(exc.orig, "diag", None)
+    constraint = getattr(diag, "constraint_name", None)
+    if _sqlstate(exc) in ("23505", "23P01") and constraint in _UNIQUE_KEYS:
+        table, unique = _UNIQUE_KEYS[constraint]
+        message = f"{', '.join(unique.columns)}: another of your {table.name} rows has this value."
+        found = [
+            Rejection.of(op, "duplicate", message)
+            for p in plans.values()
+            if p.table is table and p.writes
+            for op in p.ops
+            if any(c in op.values for c in unique.columns)
+        ]
+        if found:
+            return found
+    if _sqlstate(exc) == "23514" and constraint in _ORDER_RULES:
+        table, rule = _ORDER_RULES[constraint]
+        message = f"{rule.later}: must not be before {rule.earlier}."
+        found = [
+            Rejection.of(op, "invalid_value", message)
+            for p in plans.values()
+            if p.table is table and p.writes
+            for op in p.ops
+            if rule.earlier in op.values or rule.later in op.values
+        ]
+        if found:
+            return found
+    log.warning("sync upload: database refused a validated write (%s)", _sqlstate(exc))
     return [
         Rejection(
-            op.op_id,
-            op.tx_id,
-            op.kind,
-            str(op.row_id),
-            "forbidden",
-            "This id belongs to another user's row.",
+            None,
+            operations[0].tx_id if operations else None,  # so a replay is known
+            None,
+            None,
+            "constraint_violation",
+            "The database refused this transaction's values.",
         )
-        for op in operations
-        if op.row_id in owners and owners[op.row_id] != user_id
     ]
-
-
-async def _apply(db: AsyncSession, user_id: uuid.UUID, plans: dict[uuid.UUID, _RowPlan]) -> None:
-    deletes = [i for i, p in plans.items() if p.state == "deleted" or p.delete_first]
-    # Sorted, so concurrent uploads touching the same new ids wait on each other in one order.
-    replaces = [
-        {"id": str(i), **{k: v for k, v in p.values.items() if v is not None}}
-        for i, p in sorted(plans.items(), key=lambda item: item[0].int)
-        if p.state == "replaced"
-    ]
-    patches = [
-        {"id": str(i), "set": p.values}
-        for i, p in plans.items()
-        if p.state == "patched" and p.values
-    ]
-    if deletes:
-        await db.execute(_DELETE_SQL, {"ids": deletes, "owner": user_id})
-    if replaces:
-        written = await db.scalar(_UPSERT_SQL, {"rows": _json(replaces), "owner": user_id})
-        if written != len(replaces):  # the owner guard skipped rows: another user's ids
-            ids = [uuid.UUID(r["id"]) for r in replaces]
-            foreign = await db.scalars(_FOREIGN_SQL, {"ids": ids, "owner": user_id})
-            raise _OwnershipRace(set(foreign))
-    if patches:
-        await db.execute(_PATCH_SQL, {"patches": _json(patches), "owner": user_id})
 
 
 async def _record_rejections(

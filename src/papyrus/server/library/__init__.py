@@ -1,0 +1,1 @@
+"""The reading library's server-side reads that are computed, never synced (goal progress)."""
