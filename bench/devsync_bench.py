@@ -22,9 +22,6 @@ as deployed). Then, for one registered user:
    tables), inserted directly in PostgreSQL. A fresh Python client and a fresh
    `@powersync/node` client, each in its own process, one after the other, sync all of it;
    seconds from connect to first complete sync and each client process's peak RSS.
-
-Until the migration creates the library's tables, they are laid over the migrated schema from
-the declarations (tests/library_schema.py); that is a no-op once the migration has them.
 """
 
 from __future__ import annotations
@@ -57,8 +54,6 @@ from papyrus.server.config import Settings
 from papyrus.sync_config import sync_config_path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from tests.library_schema import apply_declared_tables  # noqa: E402 (the repository's helper)
 
 NODE_SDK = REPO / "node-sdk"
 NODE_SCRIPT = NODE_SDK / "bench-initial-sync.mjs"
@@ -670,8 +665,6 @@ def main() -> int:
             conn.execute('CREATE DATABASE "bench"')
         migrate.upgrade(info.url("bench"))
         conninfo = info.conninfo("bench")
-        with psycopg.connect(conninfo, autocommit=True) as conn:
-            apply_declared_tables(conn)
 
         settings = Settings(
             _env_file=None,

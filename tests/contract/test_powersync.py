@@ -7,8 +7,6 @@ import json
 import re
 import shutil
 import subprocess
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ from papyrus.contract import TABLES, Type, table
 from papyrus.contract import powersync as render
 from papyrus.embedded_db import ServerInfo
 from tests.e2e.node_client import NODE_SDK
-from tests.library_schema import apply_declared_tables, source_tables
+from tests.library_schema import source_tables
 
 
 @pytest.mark.parametrize(
@@ -86,19 +84,9 @@ def test_client_tables_follow_the_declared_types() -> None:
 
 
 @pytest.fixture
-def declared_database(pg_server: ServerInfo) -> Iterator[str]:
-    """A database laid out from the declarations (the migration-independent helper).
-
-    When the migration that creates the library's tables is in, this can be the migrated
-    test database instead (`database_name`)."""
-    name = f"contract_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_server.conninfo("postgres"), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    with psycopg.connect(pg_server.conninfo(name), autocommit=True) as conn:
-        apply_declared_tables(conn)
-    yield pg_server.conninfo(name)
-    with psycopg.connect(pg_server.conninfo("postgres"), autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+def declared_database(pg_server: ServerInfo, database_name: str) -> str:
+    """The migrated test database: the compiler sees the tables as the migrations made them."""
+    return pg_server.conninfo(database_name)
 
 
 def compile_with_service_compiler(yaml: str, tables: list[dict[str, Any]]) -> dict[str, Any]:

@@ -7,14 +7,12 @@ import re
 import uuid
 from typing import Any
 
-import psycopg
 import pytest
 import yaml
 from pglast import ast, parse_sql
 
 from papyrus.server.config import Settings
 from tests.conftest import ROOT, SYNC_CONFIG
-from tests.library_schema import apply_declared_tables
 
 COMPOSE = ROOT / "docker-compose.yml"
 SERVICE = ROOT / "server" / "powersync" / "service.yaml"
@@ -142,10 +140,6 @@ def test_sync_config_columns_exist_and_come_out_as_the_client_schema_expects(
     sql, pg_server, database_name
 ) -> None:
     """Runs the stream query on the migrated schema, with auth.user_id() bound to a user."""
-    # Until the migration creates the library's tables and columns, lay the declared ones over
-    # the migrated schema; remove this once it does (the query then runs on the migration alone).
-    with psycopg.connect(pg_server.conninfo(database_name), autocommit=True) as conn:
-        apply_declared_tables(conn)
     columns = {
         name: data_type
         for name, data_type in sql(
