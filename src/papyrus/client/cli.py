@@ -617,17 +617,16 @@ def sync_now(
     the server has confirmed the last upload (exit code 1 if it could not)."""
     with _client(verify=True) as app:
         _signed_in(app)
-        noted: list[int] = []
-        with _progress() as show:
-
-            def on_status(status: SyncStatus) -> None:
-                owner = app.database.sync_owner_pid
-                if owner is not None and not noted:
-                    noted.append(owner)
-                    console.print(f"Another process (pid {owner}) is syncing this database.")
-                show(status)
-
-            result = app.sync_now(timeout, on_status=on_status)
+        # Connected here (not inside sync_now) so another process's sync is known up front.
+        app.powersync.connect()
+        try:
+            owner = app.database.sync_owner_pid
+            if owner is not None:
+                console.print(f"Another process (pid {owner}) is syncing this database.")
+            with _progress() as show:
+                result = app.sync_now(timeout, on_status=show)
+        finally:
+            app.powersync.disconnect()
         if result.rejections:
             table = Table("Op", "Row", "Code", "Message")
             for r in result.rejections:
