@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -224,7 +225,7 @@ async def _lock_owners(db: AsyncSession, ids: set[uuid.UUID]) -> dict[uuid.UUID,
 
 
 def _ownership_rejections(
-    operations: list[Operation], owners: dict[uuid.UUID, uuid.UUID | None], user_id: uuid.UUID
+    operations: list[Operation], owners: Mapping[uuid.UUID, uuid.UUID | None], user_id: uuid.UUID
 ) -> list[Rejection]:
     return [
         Rejection(

@@ -119,7 +119,10 @@ def validate_batch(batch: list[Any], user_id: uuid.UUID) -> tuple[list[Operation
     rejections: list[Rejection] = []
     for entry in batch:
         result = validate_entry(entry, user_id)
-        (operations if isinstance(result, Operation) else rejections).append(result)
+        if isinstance(result, Operation):
+            operations.append(result)
+        else:
+            rejections.append(result)
     return operations, rejections
 
 
@@ -241,7 +244,7 @@ def _boolean(value: Any) -> bool:
 
 
 def _reading_status(value: Any) -> str:
-    if value not in READING_STATUSES:
+    if not isinstance(value, str) or value not in READING_STATUSES:
         raise FieldError("must be one of " + ", ".join(READING_STATUSES) + " or null.")
     return value
 
@@ -331,8 +334,8 @@ def _display(value: Any, limit: int = 64) -> str | None:
         value = str(value)
     if not isinstance(value, str):
         return None
-    value = value[:limit].replace("\x00", "")
-    return value.encode("utf-8", "replace").decode("utf-8")
+    text = value[:limit].replace("\x00", "")
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 COLUMNS: dict[str, Column] = {
