@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -53,7 +55,7 @@ class Book:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Book:
-        values = {f.name: row.get(f.name) for f in fields(cls)}
+        values = _pick(row, (f.name for f in fields(cls)))
         values["co_authors"] = _loads(row.get("co_authors"), list)
         values["custom_metadata"] = _loads(row.get("custom_metadata"), dict)
         values["is_favorite"] = bool(row.get("is_favorite"))
@@ -61,6 +63,11 @@ class Book:
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _pick(row: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
+    """The row's value for each name; None for a column the row lacks."""
+    return {name: row.get(name) for name in names}
 
 
 def _loads(text: Any, kind: type) -> Any:
@@ -93,7 +100,7 @@ class ReadingStatus(StrEnum):
 
 
 class BookSort(StrEnum):
-    title = "title"
+    title = "title"  # type: ignore[assignment]  # the column's name; shadows str.title
     author = "author"
     added_at = "added_at"
     updated_at = "updated_at"
@@ -206,7 +213,9 @@ class BookRepository:
         row = self.database.get_optional(sql, tuple(params))
         return int(row["n"]) if row else 0
 
-    def watch(self, query: BookFilter | None = None, **filters: Any) -> Watch[list[Book]]:
+    def watch(
+        self, query: BookFilter | None = None, **filters: Any
+    ) -> Watch[builtins.list[Book]]:  # `list` here is the method above
         """Emits the list now, then a fresh list after every change to `books`, local or
         synced. Iterate it, or call `next(timeout)`; close it when done."""
         query = query or BookFilter(**filters)
@@ -253,7 +262,4 @@ class DataStore:
         if not any(t.visible_name == "upload_rejections" for t in self.database.schema.tables):
             return []  # the guest database never uploads, so it has no such table
         rows = self.database.get_all("SELECT * FROM upload_rejections ORDER BY rejected_at, op_id")
-        return [
-            RejectionRecord(**{k: r.get(k) for k in RejectionRecord.__dataclass_fields__})
-            for r in rows
-        ]
+        return [RejectionRecord(**_pick(r, RejectionRecord.__dataclass_fields__)) for r in rows]

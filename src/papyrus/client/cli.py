@@ -683,9 +683,13 @@ def sync_rejections(
                     str(r.get("message", "")),
                 )
         else:
-            for r in app.data_store.rejections():
+            for rec in app.data_store.rejections():
                 table.add_row(
-                    r.rejected_at or "", r.op or "", r.row_id or "", r.code or "", r.message or ""
+                    rec.rejected_at or "",
+                    rec.op or "",
+                    rec.row_id or "",
+                    rec.code or "",
+                    rec.message or "",
                 )
         if not table.rows:
             console.print("No rejected changes.")

@@ -261,8 +261,11 @@ class StreamingSync:
 
     async def _get_credentials(self) -> Credentials:
         creds = self._credentials
-        expired = creds is not None and creds.expires_at is not None
-        if expired and creds.expires_at <= datetime.now(UTC):  # type: ignore[union-attr]
+        if (
+            creds is not None
+            and creds.expires_at is not None
+            and creds.expires_at <= datetime.now(UTC)
+        ):
             creds = None
         if creds is None:
             creds = await asyncio.to_thread(self.connector.fetch_credentials)

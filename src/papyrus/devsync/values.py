@@ -14,7 +14,7 @@ import math
 import re
 import struct
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Union
@@ -45,6 +45,7 @@ def js_number(value: float) -> str:
     if value.is_integer() and abs(value) < _SAFE_INT:
         return str(int(value))
     sign, digits, exponent = Decimal(repr(value)).as_tuple()
+    assert isinstance(exponent, int)  # not NaN or infinite: checked above
     digit_str = "".join(map(str, digits)).rstrip("0") or "0"
     exponent += len(digits) - len(digit_str)
     k = len(digit_str)
@@ -86,7 +87,7 @@ def row_json(row: dict[str, SqliteValue]) -> str:
     return "{" + ",".join(parts) + "}"
 
 
-def bucket_parameters_json(values: list[SqliteValue]) -> str:
+def bucket_parameters_json(values: Sequence[SqliteValue]) -> str:
     """Serialised bucket parameters: REAL and INTEGER forms of one number look the same."""
     return "[" + ",".join(json_value(v) for v in values) + "]"
 
