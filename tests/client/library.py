@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -20,7 +21,7 @@ from psycopg import sql as pgsql
 
 from papyrus import contract
 from papyrus.client import AuthProvider, PowerSyncDatabase
-from papyrus.contract import ID, OWNER, Column, Table
+from papyrus.contract import ID, OWNER, Column, Table, Type
 from tests.client.conftest import eventually
 from tests.client.stack import Stack
 from tests.server.sync.rows import Row, chain
@@ -105,10 +106,13 @@ def delete(device: AuthProvider, table: Table, row_id: str) -> None:
 
 def normal_value(column: Column, value: Any) -> Any:
     """One value in the contract's normal form, whichever side it was read from (PostgreSQL's
-    `to_jsonb`, SQLite's encoding, or an upload's data)."""
+    `to_jsonb`, SQLite's encoding, or an upload's data), timestamps in UTC."""
     if value is None:
         return None
-    return contract.check_value(column, contract.from_local(column, value))
+    normal = contract.check_value(column, contract.from_local(column, value))
+    if column.type is Type.TIMESTAMP:  # PostgreSQL keeps the instant, not the offset written
+        return datetime.fromisoformat(normal).astimezone(UTC).isoformat()
+    return normal
 
 
 def normal_row(table: Table, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -127,7 +131,7 @@ def expected(row: Row, owner: str) -> dict[str, Any]:
     out = {ID: row.id, OWNER: owner}
     for column in row.table.columns:
         if not column.server_set:
-            out[column.name] = values.get(column.name)
+            out[column.name] = normal_value(column, values.get(column.name))
     return out
 
 
