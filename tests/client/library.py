@@ -67,13 +67,13 @@ def go_online(device: AuthProvider) -> None:
 # --- local writes (valid rows, plain SQL, as an app writes them) -------------------------------
 
 
-def local_value(column: Column, value: Any) -> Any:
-    return contract.to_local(column, value)
-
-
 def insert(db: PowerSyncDatabase, row: Row, owner: str) -> None:
     columns = [ID, OWNER, *row.data]
-    values = [row.id, owner, *(local_value(row.table.column(n), v) for n, v in row.data.items())]
+    values = [
+        row.id,
+        owner,
+        *(contract.to_local(row.table.column(n), v) for n, v in row.data.items()),
+    ]
     db.execute(
         f"INSERT INTO {row.table.name} ({', '.join(columns)}) "
         f"VALUES ({', '.join('?' for _ in columns)})",
@@ -91,7 +91,7 @@ def write(device: AuthProvider, rows: Iterable[Row]) -> None:
 
 def update(device: AuthProvider, table: Table, row_id: str, changes: Mapping[str, Any]) -> None:
     assignments = ", ".join(f"{name} = ?" for name in changes)
-    values = [local_value(table.column(n), v) for n, v in changes.items()]
+    values = [contract.to_local(table.column(n), v) for n, v in changes.items()]
     device.database.execute(
         f"UPDATE {table.name} SET {assignments} WHERE id = ?", [*values, row_id]
     )
@@ -217,11 +217,14 @@ def converged(
     wrong = differences(want, server)
     assert not wrong, ("server", wrong)
     mine = {key: server.get(key) for key in want}
-    for name, rows in [(d.config.device_label, local_rows(d.database)) for d in devices] + [
-        ("other", rows) for rows in others
-    ]:
-        held = {key: rows.get(key) for key in want}
-        assert held == mine, (name, {k: (held[k], mine[k]) for k in want if held[k] != mine[k]})
+    held = [(str(d.config.device_label), local_rows(d.database)) for d in devices]
+    held += [(f"snapshot {n}", rows) for n, rows in enumerate(others)]
+    for name, rows in held:
+        theirs = {key: rows.get(key) for key in want}
+        assert theirs == mine, (
+            name,
+            {k: (theirs[k], mine[k]) for k in want if theirs[k] != mine[k]},
+        )
     return True
 
 
@@ -284,14 +287,14 @@ def local_rejections(device: AuthProvider) -> list[tuple[str | None, str | None,
     return [(r.op, r.row_id, r.code) for r in device.data_store.rejections()]
 
 
-def barrier(writer: AuthProvider, *readers: AuthProvider) -> None:
-    """Writes a fresh row on `writer` and waits until every reader holds it: replication is in
-    commit order, so each reader has then seen everything the server committed before it."""
+def barrier(stack: Stack, writer: AuthProvider, *readers: AuthProvider) -> None:
+    """Writes a fresh row on `writer` and waits until the server's version of it is on every
+    device: replication is in commit order, so each has then seen everything the server
+    committed before it (the writer included: it applied a checkpoint past its upload)."""
     marker = chain(contract.TABLES[0])
     write(writer, marker)
-    keys = [(r.table.name, r.id) for r in marker]
-    for reader in (writer, *readers):
-        eventually(lambda r=reader: all(k in local_rows(r.database) for k in keys))
+    want = wanted(marker, owner_of(writer))
+    eventually(lambda: converged(stack, owner_of(writer), want, [writer, *readers]))
 
 
 def keys(rows: Iterable[Row]) -> list[Key]:

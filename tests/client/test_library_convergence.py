@@ -222,7 +222,7 @@ def test_a_delete_wins_over_late_offline_edits_of_its_children(stack: Stack) -> 
     assert ("PUT", note.id, "parent_deleted") in listed
     assert len(listed) == 2
 
-    barrier(b, a)  # later traffic brings nothing back
+    barrier(stack, b, a)  # later traffic brings nothing back
     assert converged(stack, owner, gone, [a, b])
     for table in ("books", "annotations", "notes"):
         assert stack.sql(f"SELECT count(*) FROM {table}") == [(0,)], table

@@ -152,7 +152,7 @@ def test_an_unknown_field_is_refused(stack: Stack, table_name: str) -> None:
     assert (rejection["code"], rejection["id"]) == ("unknown_field", row.id)
     assert "colour_of_sky" in rejection["message"]
     assert ("PUT", row.id, "unknown_field") in server_rejections(a)
-    barrier(a)  # anything the server had stored would have reached the device by now
+    barrier(stack, a)  # anything the server had stored would have reached the device by now
     assert converged(stack, owner, dict.fromkeys(keys(rows)), [a])
 
 
@@ -180,7 +180,7 @@ def test_a_bad_reference_is_refused(stack: Stack, table_name: str, column_name: 
         assert result["rejections"][0]["message"].startswith(f"{column_name}:")
         assert ("PUT", bad.id, "invalid_reference") in server_rejections(a)
         tried += [*rows[:-1], bad]
-    barrier(a)
+    barrier(stack, a)
     assert converged(stack, owner, dict.fromkeys(keys(tried)), [a])
     assert server_rows(stack, other["user"]["id"]) == before
 
