@@ -197,10 +197,12 @@ def test_shelving_a_book_offline_on_two_devices_converges_on_one_membership(
 def test_a_delete_wins_over_late_offline_edits_of_its_children(stack: Stack) -> None:
     a, b = devices(stack, "a", "b")
     owner = owner_of(a)
-    dune = book("Dune")
+    dune, favourites = book("Dune"), shelf("Favourites")
     spice = highlight(dune, "The spice must flow")
-    write(a, [dune, spice])
-    eventually(lambda: converged(stack, owner, wanted([dune, spice], owner), [a, b]))
+    shelved = shelving(favourites, dune, 1)
+    rows = [dune, favourites, spice, shelved]
+    write(a, rows)
+    eventually(lambda: converged(stack, owner, wanted(rows, owner), [a, b]))
 
     go_offline(b)
     note = Row(NOTES, new_id(), {"book_id": dune.id, "title": "Arrakis", "content": "Desert"})
@@ -208,21 +210,23 @@ def test_a_delete_wins_over_late_offline_edits_of_its_children(stack: Stack) -> 
         update(b, ANNOTATIONS, spice.id, {"note": "re-read this"})
         write(b, [note])
     delete(a, BOOKS, dune.id)  # meanwhile A deletes the book
-    gone = dict.fromkeys(keys([dune, spice, note]))
-    eventually(lambda: settled(a) and converged(stack, owner, gone, [a]))
+    # The book, its highlight, its membership and B's note go; the shelf stays.
+    want = dict.fromkeys(keys([dune, spice, shelved, note])) | wanted([favourites], owner)
+    eventually(lambda: settled(a) and converged(stack, owner, want, [a]))
     assert stack.sql("SELECT table_name FROM sync_tombstones ORDER BY 1") == [
         ("annotations",),
+        ("book_shelves",),
         ("books",),
     ]
 
     go_online(b)
-    eventually(lambda: settled(b) and converged(stack, owner, gone, [a, b]), timeout=30)
+    eventually(lambda: settled(b) and converged(stack, owner, want, [a, b]), timeout=30)
     listed = server_rejections(b)
     assert ("PATCH", spice.id, "row_deleted") in listed
     assert ("PUT", note.id, "parent_deleted") in listed
     assert len(listed) == 2
 
     barrier(stack, b, a)  # later traffic brings nothing back
-    assert converged(stack, owner, gone, [a, b])
-    for table in ("books", "annotations", "notes"):
+    assert converged(stack, owner, want, [a, b])
+    for table in ("books", "annotations", "book_shelves", "notes"):
         assert stack.sql(f"SELECT count(*) FROM {table}") == [(0,)], table
