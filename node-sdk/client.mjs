@@ -6,7 +6,7 @@ import { createInterface } from 'node:readline';
 import {
   PowerSyncDatabase, SyncStreamConnectionMethod, createConsoleLogger, LogLevels
 } from '@powersync/node';
-import { schema } from './schema.mjs';
+import { schema, tables } from './schema.mjs';
 
 
 let db = null;
@@ -90,6 +90,12 @@ const commands = {
     return result.rows?._array ?? [];
   },
   async getAll({ sql, params = [] }) { return db.getAll(sql, params); },
+  // Every synced table's rows (as schema.json declares the tables), ordered by id.
+  async snapshot() {
+    const out = {};
+    for (const { name } of tables) out[name] = await db.getAll(`SELECT * FROM "${name}" ORDER BY id`);
+    return out;
+  },
   async status() {
     const s = db.currentStatus;
     return {
