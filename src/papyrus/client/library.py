@@ -156,6 +156,13 @@ class Library(BookRepository):
             self.goals,
         )
 
+    def repository(self, table: str) -> Repository[Any]:
+        """The repository of a declared table, by its name."""
+        for repository in self.repositories():
+            if repository.table.name == table:
+                return repository
+        raise KeyError(f"no repository for {table!r}")
+
     # -- shelves and tags ---------------------------------------------------------------------
 
     def add_to_shelf(self, book: Ref, shelf: Ref, *, sort_order: int | None = None) -> BookShelf:
