@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from papyrus.client.records import Book
 from papyrus.client.repository import Query, Repository, now_iso
-from papyrus.contract import Table
+from papyrus.contract import ID, OWNER, Table
 
 if TYPE_CHECKING:
     from papyrus.client.database import PowerSyncDatabase
@@ -73,7 +73,8 @@ class BookFilter(Query):
 
 class BookRepository(Repository[Book]):
     """Adds, edits, deletes, reads and watches books in one local database: the generic
-    `Repository` with a title first and `BookFilter` for lists.
+    `Repository` with a title first and `BookFilter` for lists (its filters, or any column's
+    value, by keyword).
 
     In the account database every write is queued for upload; in the guest database the table
     is local-only and nothing leaves the device.
@@ -91,7 +92,12 @@ class BookRepository(Repository[Book]):
             if filters:
                 raise TypeError("give a query or filters, not both")
             return query
-        return BookFilter(**filters)
+        known = {f.name for f in fields(BookFilter)} - {"where"}
+        where = {k: v for k, v in filters.items() if k not in known}
+        for name in where:
+            if name not in (ID, OWNER):
+                self.table.column(name)  # KeyError for a column books do not have
+        return BookFilter(where=where, **{k: v for k, v in filters.items() if k in known})
 
 
 @dataclass(frozen=True)
