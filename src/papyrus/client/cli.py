@@ -662,15 +662,20 @@ def sync_now(
                 show(status)
 
             result = app.sync_now(timeout, on_status=on_status)
-        if result.rejections:
-            table = Table("Op", "Row", "Code", "Message")
-            for r in result.rejections:
-                table.add_row(r.op or "", r.row_id or "", r.code or "", r.message or "")
-            console.print(
-                f"{len(result.rejections)} change(s) refused by the server "
-                "(its version of those rows was kept):"
-            )
-            console.print(table)
+        refused = [r for r in result.rejections if not r.dropped]
+        dropped = [r for r in result.rejections if r.dropped]
+        for shown, intro in (
+            (refused, "change(s) refused by the server (its version of those rows was kept)"),
+            (dropped, "change(s) were dropped: their row (or its book) was deleted meanwhile"),
+        ):
+            if shown:
+                table = Table("Op", "Table", "Row", "Code", "Message")
+                for r in shown:
+                    table.add_row(
+                        r.op or "", r.row_type or "", r.row_id or "", r.code or "", r.message or ""
+                    )
+                console.print(f"{len(shown)} {intro}:")
+                console.print(table)
         if not result.synced:
             err_console.print(f"[red]Sync did not finish:[/red] {result.error}")
             raise typer.Exit(1)
