@@ -175,3 +175,12 @@ def test_ids_resolve_by_prefix(library: Library) -> None:
     assert library.resolve(book.id) == book
     with pytest.raises(Exception, match="no book"):
         library.resolve("zzzz")
+
+
+def test_rows_are_named_by_their_label_column(library: Library) -> None:
+    book = library.add("Dune")
+    mark = library.bookmarks.add(book_id=book.id, location={"page": 1}, label="Arrakis")
+    assert (book.display_name, mark.display_name) == ("Dune", "Arrakis")
+    assert library.bookmarks.resolve("arrakis") == mark
+    unnamed = library.bookmarks.add(book_id=book.id, location={"page": 2})
+    assert unnamed.display_name == unnamed.id

@@ -332,7 +332,7 @@ class CoreConnection:
 
     def _run_write_check(self, check: WriteCheck, queued_before: int) -> None:
         entries = [
-            json.loads(data)
+            json.loads(str(data))
             for (data,) in self._conn.execute(
                 "SELECT data FROM ps_crud WHERE id > ? ORDER BY id", (queued_before,)
             ).fetchall()
@@ -350,7 +350,7 @@ class CoreConnection:
             ).fetchall()
         if not rows or rows[0][0] is None:
             return None
-        data = json.loads(rows[0][0])
+        data = json.loads(str(rows[0][0]))
         return {"id": row_id, **data} if isinstance(data, dict) else None
 
     def _notify(self, changed: list[str], listeners: list[ChangeListener]) -> None:

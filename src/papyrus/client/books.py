@@ -49,7 +49,7 @@ class BookFilter(Query):
     """A `Query` with the filters a library list needs: status, favourites, author, and a
     search in title, author and subtitle (or an exact ISBN-13)."""
 
-    sort: str | None = BookSort.title
+    sort: str | None = BookSort("title")
     reading_status: str | None = None
     favorite: bool | None = None
     author: str | None = None

@@ -33,10 +33,11 @@ class Record:
     """Base of the row classes: conversion from and to the local database's encoding."""
 
     table: ClassVar[Table]
-    label: ClassVar[str | None] = None
+    # Class-level settings; their names must not be column names (a bookmark has a `label`).
+    label_column: ClassVar[str | None] = None
     """The column that names a row for people (a title, a name), used to find rows by name and
     in messages; None when rows have no name."""
-    sort: ClassVar[str] = ID
+    sort_column: ClassVar[str] = ID
     """The column lists are ordered by unless told otherwise."""
     noun: ClassVar[str] = "row"
     nouns: ClassVar[str] = "rows"
@@ -65,7 +66,8 @@ class Record:
     @property
     def display_name(self) -> str:
         """How the row is shown to people: its label, or its id."""
-        value = getattr(self, self.label, None) if self.label else None
+        column = self.label_column
+        value = getattr(self, column, None) if column else None
         return str(value) if value else self.id
 
 
@@ -104,12 +106,15 @@ def record(
                 f"{cls.__name__} does not match the {table.name} declaration: missing "
                 f"{missing}, undeclared {extra}, wrong types {wrong}"
             )
+        settings = {"table", "label_column", "sort_column", "noun", "nouns"}
+        if settings & set(expected):
+            raise TypeError(f"{table.name}: a column is named like a record setting")
         for name in (label, sort):
             if name is not None and name not in expected:
                 raise TypeError(f"{cls.__name__}: {name!r} is not a column of {table.name}")
         cls.table = table
-        cls.label = label
-        cls.sort = sort
+        cls.label_column = label
+        cls.sort_column = sort
         cls.noun, cls.nouns = noun, nouns
         return cls
 

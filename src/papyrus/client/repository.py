@@ -14,6 +14,7 @@ the transaction.
 
 from __future__ import annotations
 
+import builtins
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -351,10 +352,10 @@ class Repository(Generic[R]):
         if exact is not None:
             return exact
         name = f'"{self.table.name}"'
-        if self.record.label is not None:
+        label = self.record.label_column
+        if label is not None:
             rows = self.database.get_all(
-                f'SELECT id FROM {name} WHERE lower("{self.record.label}") = lower(?) LIMIT 2',
-                (ref,),
+                f'SELECT id FROM {name} WHERE lower("{label}") = lower(?) LIMIT 2', (ref,)
             )
             if len(rows) == 1:
                 return self.require(str(rows[0][ID]))
@@ -364,14 +365,14 @@ class Repository(Generic[R]):
         )
         if len(rows) != 1:
             what = f"several {self.record.nouns}" if rows else f"no {self.record.noun}"
-            named = " or named so" if self.record.label else ""
+            named = " or named so" if self.record.label_column else ""
             raise NotFoundError(f"{what} with an id starting with {ref!r}{named}")
         return self.require(str(rows[0][ID]))
 
     def list(self, query: Query | None = None, **filters: Any) -> list[R]:
         """Rows matching `query` (or `filters`: column=value, and search=, sort=,
         descending=, limit=, offset=)."""
-        sql, params = self._query(query, filters).sql(self.table, self.record.sort)
+        sql, params = self._query(query, filters).sql(self.table, self.record.sort_column)
         return self.select(sql, params)
 
     def count(self, query: Query | None = None, **filters: Any) -> int:
@@ -380,24 +381,24 @@ class Repository(Generic[R]):
         row = self.database.get_optional(sql, tuple(params))
         return int(row["n"]) if row else 0
 
-    def watch(self, query: Query | None = None, **filters: Any) -> Watch[list[R]]:
+    def watch(self, query: Query | None = None, **filters: Any) -> Watch[builtins.list[R]]:
         """The list now, then a fresh list after every change to what it reads, local, synced
         or from another process. Iterate it, or call `next(timeout)`; close it when done."""
-        sql, params = self._query(query, filters).sql(self.table, self.record.sort)
+        sql, params = self._query(query, filters).sql(self.table, self.record.sort_column)
         return self.watch_select(sql, params)
 
-    def select(self, sql: str, params: Sequence[Any] = ()) -> list[R]:
+    def select(self, sql: str, params: Sequence[Any] = ()) -> builtins.list[R]:
         """Rows of this table returned by any query (a join, say) that selects its columns."""
         return [self.record.from_row(r) for r in self.database.get_all(sql, tuple(params))]
 
-    def watch_select(self, sql: str, params: Sequence[Any] = ()) -> Watch[list[R]]:
+    def watch_select(self, sql: str, params: Sequence[Any] = ()) -> Watch[builtins.list[R]]:
         """`select` now and after every change to any table the query reads (found by SQLite
         itself, so joins are followed)."""
         bound = tuple(params)
         tables = self.database.resolve_tables(sql, bound)
         return self.database.watch(lambda: self.select(sql, bound), tables)
 
-    def linked_sql(self, link: Table, key_column: str, key: str) -> tuple[str, list[Any]]:
+    def linked_sql(self, link: Table, key_column: str, key: str) -> tuple[str, builtins.list[Any]]:
         """The rows of this table a membership table links to `key` (its `key_column`): the
         books on a shelf, the tags of a book."""
         if link.id_from is None or key_column not in link.id_from:
@@ -407,7 +408,7 @@ class Repository(Generic[R]):
             for c in link.id_from
             if c != key_column and link.column(c).references == self.table.name
         )
-        order = Query().order(self.table, self.record.sort, alias="t")
+        order = Query().order(self.table, self.record.sort_column, alias="t")
         sql = (
             f'SELECT t.* FROM "{self.table.name}" AS t JOIN "{link.name}" AS l'
             f' ON l."{other}" = t.id WHERE l."{key_column}" = ? ORDER BY {order}'

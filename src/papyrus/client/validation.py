@@ -276,6 +276,7 @@ def _check_unique(
         return
     holders: dict[tuple[Any, ...], set[str]] = defaultdict(set)
     keys: dict[str, tuple[Any, ...]] = {}
+    key: tuple[Any, ...] | None
     for row in rows.scan(table, columns):
         values = tuple(row.get(c) for c in columns)
         if None in values:
