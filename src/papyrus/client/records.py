@@ -44,21 +44,12 @@ class Record:
 
     id: str
 
+    _readers: ClassVar[tuple[tuple[str, Callable[[Any], Any]], ...]] = ()
+
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> Self:
         """A record from a row of the table's view (SQLite's encoding)."""
-        values: dict[str, Any] = {}
-        for f in fields(cls):  # type: ignore[arg-type]
-            raw = row.get(f.name)
-            if f.name in (ID, OWNER):
-                values[f.name] = raw
-                continue
-            column = cls.table.column(f.name)
-            value = contract.from_local(column, raw)
-            if value is None:
-                value = _empty(column)
-            values[f.name] = value
-        return cls(**values)
+        return cls(**{name: read(row.get(name)) for name, read in cls._readers})
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
@@ -71,16 +62,32 @@ class Record:
         return str(value) if value else self.id
 
 
-def _empty(column: contract.Column) -> Any:
-    """What a NULL reads back as: the column's default for booleans, an empty list or object
-    for JSON lists and objects (as `Book` always had), else None."""
-    if column.type is Type.BOOLEAN and column.default is not None:
-        return bool(column.default)
-    if isinstance(column.json, StringList):
-        return []
-    if isinstance(column.json, JsonObject):
-        return {}
-    return None
+def _reader(column: contract.Column) -> Callable[[Any], Any]:
+    """How a column's value is read from SQLite: booleans and JSON decoded, NULL as the
+    column's default for booleans and as an empty list or object for JSON lists and objects
+    (as `Book` always had), everything else as stored."""
+    if column.type is Type.BOOLEAN:
+        default = bool(column.default) if column.default is not None else None
+        return lambda value: default if value is None else bool(value)
+    if column.type is Type.JSON:
+        empty: Callable[[], Any] = (
+            list
+            if isinstance(column.json, StringList)
+            else dict
+            if isinstance(column.json, JsonObject)
+            else lambda: None
+        )
+
+        def read_json(value: Any) -> Any:
+            parsed = contract.from_local(column, value)
+            return empty() if parsed is None else parsed
+
+        return read_json
+    return _same
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 R = TypeVar("R", bound=Record)
@@ -113,6 +120,9 @@ def record(
             if name is not None and name not in expected:
                 raise TypeError(f"{cls.__name__}: {name!r} is not a column of {table.name}")
         cls.table = table
+        cls._readers = tuple(
+            (name, _same if name in (ID, OWNER) else _reader(table.column(name))) for name in names
+        )
         cls.label_column = label
         cls.sort_column = sort
         cls.noun, cls.nouns = noun, nouns

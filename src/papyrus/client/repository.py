@@ -307,7 +307,7 @@ class Repository(Generic[R]):
         with self.database.write_transaction():
             batch = self.batch()
             row_id = batch.put(self.table, values, values.get(ID))
-            if self.get(row_id) is not None:
+            if self.exists(row_id):
                 raise ValidationError(
                     self.table.name, row_id, "exists", f"a {self.record.noun} with this id exists."
                 )
@@ -338,6 +338,12 @@ class Repository(Generic[R]):
             f'SELECT * FROM "{self.table.name}" WHERE id = ?', (row_id,)
         )
         return self.record.from_row(row) if row else None
+
+    def exists(self, row_id: str) -> bool:
+        found = self.database.get_optional(
+            f'SELECT 1 AS found FROM "{self.table.name}" WHERE id = ?', (row_id,)
+        )
+        return found is not None
 
     def require(self, row_id: str) -> R:
         found = self.get(row_id)
