@@ -249,8 +249,8 @@ class CoreConnection:
                     self._conn.execute(f"DELETE FROM {_BEFORE}")
                 yield self
                 if queued_before is not None:
-                    self._check_upload_limits(queued_before)
-                    if check is not None:
+                    queued = self._check_upload_limits(queued_before)
+                    if check is not None and queued:
                         self._run_write_check(check, queued_before)
             except BaseException:
                 self._depth = 0
@@ -266,16 +266,17 @@ class CoreConnection:
     def _last_crud_id(self) -> int:
         return self._scalar("SELECT ifnull(max(id), 0) FROM ps_crud")
 
-    def _check_upload_limits(self, queued_before: int) -> None:
+    def _check_upload_limits(self, queued_before: int) -> int:
         """The core gives each SQLite transaction one tx_id, and ps_crud ids only grow: this
-        transaction's queued changes are exactly the rows after `queued_before`."""
+        transaction's queued changes are exactly the rows after `queued_before`. Returns how
+        many there are."""
         count, size, largest = self._conn.execute(
             "SELECT count(*), ifnull(sum(length(CAST(data AS BLOB))), 0),"
             " ifnull(max(length(CAST(data AS BLOB))), 0) FROM ps_crud WHERE id > ?",
             (queued_before,),
         ).fetchall()[0]
         if not count:
-            return
+            return 0
         size += count * limits.ENTRY_OVERHEAD
         largest += limits.ENTRY_OVERHEAD
         if count > limits.MAX_TRANSACTION_OPERATIONS or size > limits.MAX_QUEUED_BYTES:
@@ -299,6 +300,7 @@ class CoreConnection:
                 max_operations=limits.MAX_TRANSACTION_OPERATIONS,
                 max_bytes=limits.MAX_ENTRY_BYTES,
             )
+        return int(count)
 
     def set_write_check(self, check: WriteCheck | None, history: Iterable[str] = ()) -> None:
         """Runs `check` before every COMMIT that queued changes for upload; an exception it

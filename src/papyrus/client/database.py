@@ -234,7 +234,9 @@ class PowerSyncDatabase:
             for t in TABLES
             if t.name in synced and (t.closed_by or any(c.immutable for c in t.columns))
         ]
-        self._core.set_write_check(self._check_writes if enabled else None, history)
+        # A database without synced tables (the guest library) queues nothing to check.
+        checking = enabled and bool(synced & {t.name for t in TABLES})
+        self._core.set_write_check(self._check_writes if checking else None, history)
         self._validate_writes = enabled
 
     def _check_writes(self, writes: TransactionWrites) -> None:
