@@ -662,6 +662,9 @@ def sync_now(
                 show(status)
 
             result = app.sync_now(timeout, on_status=on_status)
+        owner = app.database.sync_owner_pid
+        if owner is not None and not noted:  # it had synced everything before we looked
+            console.print(f"Another process (pid {owner}) is syncing this database.")
         refused = [r for r in result.rejections if not r.dropped]
         dropped = [r for r in result.rejections if r.dropped]
         for shown, intro in (
