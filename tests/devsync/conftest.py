@@ -28,7 +28,7 @@ from papyrus.embedded_db import ServerInfo
 from tests.conftest import SyncServer, drop_replication_slot, free_port, wait_for
 from tests.library_schema import apply_declared_tables
 
-# Lines recorded from the real PowerSync service (a copy of shared/docs/powersync-captures).
+# Lines recorded from the real PowerSync service 1.25.0 (what and how: the README there).
 CAPTURES = Path(__file__).resolve().parents[1] / "fixtures" / "powersync-captures"
 AUDIENCE = "powersync-dev"
 

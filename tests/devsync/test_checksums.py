@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
 from papyrus.devsync.checksums import add_checksums, put_checksum, remove_checksum, to_signed
 from papyrus.devsync.values import decode_value, js_number, row_json, row_subkey
+from tests.e2e.node_client import NODE_SDK
 
 from .conftest import CAPTURES
 
@@ -79,7 +81,49 @@ def test_js_number_formatting() -> None:
     assert js_number(0.00001) == "0.00001"
     assert js_number(1e21) == "1e+21"
     assert js_number(1.2345678901234567e19) == "12345678901234567000"
-    assert row_json({"a": 2.5e-5, "b": 3.0, "c": None}) == '{"a":0.000025,"b":3,"c":null}'
+    assert row_json({"a": 2.5e-5, "b": 3, "c": None}) == '{"a":0.000025,"b":3,"c":null}'
+
+
+def test_a_real_keeps_its_type_in_row_data() -> None:
+    """An integral REAL is `1.0` in the data text (the real service's JSONBig), an INTEGER `1`;
+    the op checksum hashes that text, so `1` would give another checksum than the service's."""
+    position = decode_value("1", 701)
+    assert isinstance(position, float)
+    assert row_json({"n": 1, "position": position}) == '{"n":1,"position":1.0}'
+    assert row_json({"a": decode_value("0", 701), "b": -0.0, "c": 1e20, "d": 1e16}) == (
+        '{"a":0.0,"b":0.0,"c":100000000000000000000.0,"d":10000000000000000.0}'
+    )
+    assert row_json({"a": 1e21, "b": 1e-7, "c": 0.25}) == '{"a":1e+21,"b":1e-7,"c":0.25}'
+
+
+# float8 text forms as PostgreSQL sends them in replication (extra_float_digits defaults to 1).
+FLOAT8_TEXTS = [
+    "1", "0", "-0", "-3", "100000", "0.25", "0.30000000000000004", "1e-07", "2.5e-05",
+    "0.0001", "1e+15", "1e+16", "1e+20", "1.2345678901234567e+19", "9007199254740993", "1e+21",
+    "-1.5e+300", "5e-324",
+]  # fmt: skip
+
+
+@pytest.mark.node
+def test_row_data_text_is_the_service_jsonbig_text_for_every_float8() -> None:
+    """Each float8 decoded as the service decodes it (`Number(text)`) and written by its own
+    `JSONBig.stringify` (@powersync/service-jsonbig, pinned in node-sdk/) equals our row text."""
+    script = (
+        "const { JSONBig } = await import('@powersync/service-jsonbig');"
+        "const texts = JSON.parse(process.argv[1]);"
+        "console.log(JSON.stringify(texts.map((t) => JSONBig.stringify({ v: Number(t) }))));"
+    )
+    done = subprocess.run(
+        ["node", "--input-type=module", "-e", script, json.dumps(FLOAT8_TEXTS)],
+        capture_output=True,
+        text=True,
+        cwd=NODE_SDK,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    theirs = json.loads(done.stdout)
+    ours = [row_json({"v": decode_value(text, 701)}) for text in FLOAT8_TEXTS]
+    assert ours == theirs
 
 
 def test_postgres_values_to_sync_values() -> None:

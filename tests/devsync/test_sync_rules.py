@@ -161,6 +161,7 @@ def test_legacy_bucket_definitions() -> None:
         ("SELECT * FROM books UNION SELECT * FROM books", "UNION"),
         ("SELECT * FROM books WHERE a = auth.user_id() OR b = 1", "OR in WHERE"),
         ("SELECT * FROM books WHERE a > 1", "operator '>'"),
+        ("SELECT * FROM books WHERE == 5", "operator '=='"),  # prefix: no left operand
         ("SELECT id::uuid AS id FROM books", "cast to uuid"),
         ("SELECT * FROM books WHERE owner = request.user_id()", "function request.user_id()"),
         ("UPDATE books SET title = 'x'", "UpdateStmt"),

@@ -125,6 +125,7 @@ def test_wheel_carries_the_core_extension_and_the_sync_config(wheel: Path) -> No
     assert set(NATIVE) <= names
     assert "papyrus/sync_config/sync-config.yaml" in names
     assert "papyrus/server/migrations/env.py" in names
+    assert "papyrus/py.typed" in names  # apps' type checkers read the client's hints
 
 
 def test_client_only_install_works_without_node_or_the_checkout(client_env: dict) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import apsw
 import apsw.ext
@@ -114,7 +114,7 @@ def locate_core_extension(override: str | os.PathLike[str] | None = None) -> Pat
 
 
 def core_version(conn: apsw.Connection) -> str:
-    return conn.execute("SELECT powersync_rs_version()").fetchall()[0][0]
+    return cast(str, conn.execute("SELECT powersync_rs_version()").fetchall()[0][0])
 
 
 def load_core_extension(conn: apsw.Connection, path: Path) -> str:
@@ -264,17 +264,21 @@ class CoreConnection:
             self._notify(changed, listeners)
 
     def _last_crud_id(self) -> int:
-        return self._scalar("SELECT ifnull(max(id), 0) FROM ps_crud")
+        last: int = self._scalar("SELECT ifnull(max(id), 0) FROM ps_crud")
+        return last
 
     def _check_upload_limits(self, queued_before: int) -> int:
         """The core gives each SQLite transaction one tx_id, and ps_crud ids only grow: this
         transaction's queued changes are exactly the rows after `queued_before`. Returns how
         many there are."""
-        count, size, largest = self._conn.execute(
-            "SELECT count(*), ifnull(sum(length(CAST(data AS BLOB))), 0),"
-            " ifnull(max(length(CAST(data AS BLOB))), 0) FROM ps_crud WHERE id > ?",
-            (queued_before,),
-        ).fetchall()[0]
+        count, size, largest = cast(
+            tuple[int, int, int],
+            self._conn.execute(
+                "SELECT count(*), ifnull(sum(length(CAST(data AS BLOB))), 0),"
+                " ifnull(max(length(CAST(data AS BLOB))), 0) FROM ps_crud WHERE id > ?",
+                (queued_before,),
+            ).fetchall()[0],
+        )
         if not count:
             return 0
         size += count * limits.ENTRY_OVERHEAD
@@ -393,7 +397,8 @@ class CoreConnection:
 
     def client_id(self) -> str:
         with self.lock:
-            return self._scalar("SELECT powersync_client_id()")
+            client_id: str = self._scalar("SELECT powersync_client_id()")
+            return client_id
 
     def clear(self, *, include_local: bool) -> None:
         """Hard reset of synced state (buckets, oplog, queue, synced rows); `include_local`
@@ -403,7 +408,10 @@ class CoreConnection:
 
     def offline_sync_status(self) -> dict[str, Any]:
         with self.lock:
-            return json.loads(self._scalar("SELECT powersync_offline_sync_status()"))
+            status: dict[str, Any] = json.loads(
+                self._scalar("SELECT powersync_offline_sync_status()")
+            )
+            return status
 
     # -- the sync state machine --------------------------------------------------------------
 
@@ -413,7 +421,8 @@ class CoreConnection:
             raw = self._scalar("SELECT powersync_control(?, ?)", (op, payload))
         if raw is None:
             return []
-        return json.loads(raw) if isinstance(raw, str) else raw
+        instructions: list[dict[str, Any]] = json.loads(raw) if isinstance(raw, str) else raw
+        return instructions
 
     # -- the upload queue ------------------------------------------------------------------
 
@@ -424,7 +433,10 @@ class CoreConnection:
             sql += " LIMIT ?"
             params = (limit,)
         with self.lock:
-            rows = self._conn.execute(sql, params).fetchall()
+            # ps_crud: id INTEGER PRIMARY KEY, tx_id INTEGER, data TEXT (the core's schema)
+            rows = cast(
+                list[tuple[int, int | None, str]], self._conn.execute(sql, params).fetchall()
+            )
         return [CrudRow(r[0], r[1], json.loads(r[2])) for r in rows]
 
     def next_crud_transaction(self) -> list[CrudRow]:
@@ -450,11 +462,13 @@ class CoreConnection:
 
     def first_crud_id(self) -> int | None:
         with self.lock:
-            return self._scalar("SELECT id FROM ps_crud ORDER BY id LIMIT 1")
+            first: int | None = self._scalar("SELECT id FROM ps_crud ORDER BY id LIMIT 1")
+            return first
 
     def crud_count(self) -> int:
         with self.lock:
-            return self._scalar("SELECT count(*) FROM ps_crud")
+            count: int = self._scalar("SELECT count(*) FROM ps_crud")
+            return count
 
     def complete_crud(self, last_id: int) -> None:
         """Removes uploaded entries and marks "uploaded, no write checkpoint yet" (target MAX)."""

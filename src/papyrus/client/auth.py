@@ -195,7 +195,10 @@ class AuthApiClient:
         return User.from_json(self._request("GET", "/v1/users/me", access=access).json())
 
     def sessions(self, access: str) -> list[dict[str, Any]]:
-        return self._request("GET", "/v1/auth/sessions", access=access).json()
+        sessions: list[dict[str, Any]] = self._request(
+            "GET", "/v1/auth/sessions", access=access
+        ).json()
+        return sessions
 
     def revoke_session(self, access: str, session_id: str) -> None:
         self._request("DELETE", f"/v1/auth/sessions/{session_id}", access=access)
@@ -226,7 +229,10 @@ class AuthApiClient:
 
     def rejections(self, access: str) -> list[dict[str, Any]]:
         data = self._request("GET", "/v1/sync/rejections", access=access).json()
-        return data.get("rejections", data) if isinstance(data, dict) else data
+        rejections: list[dict[str, Any]] = (
+            data.get("rejections", data) if isinstance(data, dict) else data
+        )
+        return rejections
 
     def google_start_url(self, redirect_uri: str, code_challenge: str | None = None) -> str:
         """The URL to open in the browser; `code_challenge` is an S256 PKCE challenge."""

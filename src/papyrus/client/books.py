@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -36,7 +36,7 @@ class ReadingStatus(StrEnum):
 
 
 class BookSort(StrEnum):
-    title = "title"
+    title = "title"  # type: ignore[assignment]  # the column's name; shadows str.title
     author = "author"
     added_at = "added_at"
     updated_at = "updated_at"
@@ -138,7 +138,9 @@ class DataStore:
         if not any(t.visible_name == "upload_rejections" for t in self.database.schema.tables):
             return []  # the guest database never uploads, so it has no such table
         rows = self.database.get_all("SELECT * FROM upload_rejections ORDER BY rejected_at, op_id")
-        return [
-            RejectionRecord(**{k: r.get(k) for k in RejectionRecord.__dataclass_fields__})
-            for r in rows
-        ]
+        return [RejectionRecord(**_pick(r, RejectionRecord.__dataclass_fields__)) for r in rows]
+
+
+def _pick(row: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
+    """The row's value for each name; None for a column the row lacks."""
+    return {name: row.get(name) for name in names}

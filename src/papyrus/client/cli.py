@@ -651,20 +651,16 @@ def sync_now(
     the server has confirmed the last upload (exit code 1 if it could not)."""
     with _client(verify=True) as app:
         _signed_in(app)
-        noted: list[int] = []
-        with _progress() as show:
-
-            def on_status(status: SyncStatus) -> None:
-                owner = app.database.sync_owner_pid
-                if owner is not None and not noted:
-                    noted.append(owner)
-                    console.print(f"Another process (pid {owner}) is syncing this database.")
-                show(status)
-
-            result = app.sync_now(timeout, on_status=on_status)
-        owner = app.database.sync_owner_pid
-        if owner is not None and not noted:  # it had synced everything before we looked
-            console.print(f"Another process (pid {owner}) is syncing this database.")
+        # Connected here (not inside sync_now) so another process's sync is known up front.
+        app.powersync.connect()
+        try:
+            owner = app.database.sync_owner_pid
+            if owner is not None:
+                console.print(f"Another process (pid {owner}) is syncing this database.")
+            with _progress() as show:
+                result = app.sync_now(timeout, on_status=show)
+        finally:
+            app.powersync.disconnect()
         refused = [r for r in result.rejections if not r.dropped]
         dropped = [r for r in result.rejections if r.dropped]
         for shown, intro in (
@@ -726,9 +722,13 @@ def sync_rejections(
                     str(r.get("message", "")),
                 )
         else:
-            for r in app.data_store.rejections():
+            for rec in app.data_store.rejections():
                 table.add_row(
-                    r.rejected_at or "", r.op or "", r.row_id or "", r.code or "", r.message or ""
+                    rec.rejected_at or "",
+                    rec.op or "",
+                    rec.row_id or "",
+                    rec.code or "",
+                    rec.message or "",
                 )
         if not table.rows:
             console.print("No rejected changes.")

@@ -8,7 +8,7 @@ import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from papyrus.client.errors import ConfigurationError
 
@@ -65,7 +65,7 @@ class PapyrusApiConfig:
             powersync_url=_http_url(env, "POWERSYNC_SERVICE_URL", DEFAULT_POWERSYNC_URL),
             data_dir=Path(data_dir).expanduser() if data_dir else default_data_dir(env),
             core_extension_path=Path(core).expanduser() if core else None,
-            token_store=store,  # type: ignore[arg-type]
+            token_store=cast(TokenStoreKind, store),  # one of them: checked above
             device_label=env.get("PAPYRUS_DEVICE_LABEL") or None,
         )
 

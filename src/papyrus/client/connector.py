@@ -78,8 +78,15 @@ class PapyrusConnector:
             else:
                 result = self._upload_in_parts(database, tx, parts)
         except ApiError as exc:
-            # A 4xx other than 401 will fail the same way forever: record it and move on, so
-            # one bad write cannot block every later one (and every download) for good.
+            if exc.status_code in _NOT_A_VERDICT:
+                # The session changed under the upload (a 401 even after a refresh) or the
+                # request was too slow: nothing was said about the data, so keep it and retry.
+                raise TransientError(
+                    f"the upload was not accepted ({exc.status_code} {exc.code}); "
+                    "it will be sent again"
+                ) from exc
+            # Any other 4xx will fail the same way forever: record it and move on, so one bad
+            # write cannot block every later one (and every download) for good.
             rejections = [Rejection(e.client_id, e.id, exc.code, exc.message) for e in tx.crud]
             result = UploadResult("rejected", 0, rejections)
         with database.write_transaction():
@@ -123,6 +130,8 @@ class PapyrusConnector:
             self._resume = (upload_id, index)
 
 
+# Refusals that say nothing about the data: the transaction stays queued and is sent again.
+_NOT_A_VERDICT = frozenset({401, 408})
 # Answers to a part that mean "send the whole transaction again, from part 0".
 _RESTART_CODES = frozenset({"upload_parts_missing", "upload_part_mismatch"})
 # The last part of a staged upload makes the server apply the whole transaction (up to

@@ -562,9 +562,10 @@ class AuthProvider:
 
     def _settings(self) -> dict[str, Any]:
         try:
-            return json.loads(self._settings_path().read_text())
+            settings: dict[str, Any] = json.loads(self._settings_path().read_text())
         except (FileNotFoundError, ValueError):
             return {}
+        return settings
 
     def _save_settings(self, **changes: Any) -> None:
         settings = {**self._settings(), **changes}

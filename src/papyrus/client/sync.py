@@ -2,7 +2,8 @@
 and runs the upload loop beside it.
 
 The core does the protocol work (checkpoints, checksums, applying data, the write gate); this
-module moves bytes and reacts to the core's instructions (section 6 of the protocol notes).
+module moves bytes and reacts to the core's instructions (docs/powersync-protocol.md, "The core
+extension's API").
 Failures never escape to the caller: they become `SyncStatus.download_error`/`upload_error`
 and the loop retries, as every PowerSync SDK does.
 """
@@ -261,8 +262,11 @@ class StreamingSync:
 
     async def _get_credentials(self) -> Credentials:
         creds = self._credentials
-        expired = creds is not None and creds.expires_at is not None
-        if expired and creds.expires_at <= datetime.now(UTC):  # type: ignore[union-attr]
+        if (
+            creds is not None
+            and creds.expires_at is not None
+            and creds.expires_at <= datetime.now(UTC)
+        ):
             creds = None
         if creds is None:
             creds = await asyncio.to_thread(self.connector.fetch_credentials)

@@ -181,7 +181,7 @@ def from_local(column: Column, value: Any) -> Any:
 
 def _text(column: Column, value: Any) -> str:
     if column.choices:
-        if value not in column.choices:
+        if not isinstance(value, str) or value not in column.choices:
             raise FieldError("must be one of " + ", ".join(column.choices) + ".")
         return value
     low, high = column.length or (0, 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from papyrus.sync_config import sync_config_path
 
@@ -45,11 +46,11 @@ class Settings:
         return plain_conninfo(self.database_url)
 
     @classmethod
-    def from_env(cls, **overrides: object) -> Settings:
+    def from_env(cls, **overrides: Any) -> Settings:
         """Read DATABASE_URL, POWERSYNC_JWKS_URI, POWERSYNC_JWT_AUDIENCE (comma separated) and
         POWERSYNC_SYNC_CONFIG; keyword arguments that are not None win."""
         env = os.environ
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}  # the constructor refuses unknown names
         if "DATABASE_URL" in env:
             values["database_url"] = env["DATABASE_URL"]
         if "POWERSYNC_JWKS_URI" in env:
@@ -64,4 +65,4 @@ class Settings:
         missing = [k for k in ("database_url", "jwks_uri") if k not in values]
         if missing:
             raise ValueError(f"missing settings: {', '.join(missing)}")
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values)

@@ -34,7 +34,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 import psycopg2
@@ -148,9 +148,13 @@ class Commit:
     end_lsn: int
 
 
+ChangeKind = Literal["insert", "update", "delete"]
+_CHANGE_KINDS: dict[int, ChangeKind] = {0x49: "insert", 0x55: "update", 0x44: "delete"}
+
+
 @dataclass
 class Change:
-    kind: str  # "insert" | "update" | "delete"
+    kind: ChangeKind
     relid: int
     old: list[Any] | None
     new: list[Any] | None
@@ -186,8 +190,7 @@ def decode_message(buf: bytes) -> Any:
             old, pos = _tuple(buf, pos + 1)
         if pos < len(buf) and buf[pos] == 0x4E:  # N
             new, pos = _tuple(buf, pos + 1)
-        kind = {0x49: "insert", 0x55: "update", 0x44: "delete"}[tag]
-        return Change(kind, relid, old, new)
+        return Change(_CHANGE_KINDS[tag], relid, old, new)
     if tag == 0x52:  # R
         (relid,) = struct.unpack_from(">I", buf, 1)
         namespace, pos = _cstring(buf, 5)
@@ -611,7 +614,7 @@ class Replicator:
         row, toasted = relation.decode(message.new)
         after_subkey = relation.subkey(row)
         return RowChange(
-            message.kind,  # type: ignore[arg-type]
+            message.kind,
             relation.schema,
             relation.name,
             relation.source_table_id,

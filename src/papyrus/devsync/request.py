@@ -301,4 +301,5 @@ def validate_write_checkpoint_request(params: dict[str, Any]) -> str:
         errors += _client_id_errors(params)
     if errors:
         raise ValidationError(errors)
-    return params.get("client_id", "")
+    client_id: str = params.get("client_id", "")  # a string: checked above
+    return client_id

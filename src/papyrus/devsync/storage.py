@@ -192,7 +192,7 @@ class StorageWriter:
                 self.q("SELECT config_version, config_hash FROM {s}.state FOR UPDATE")
             ).fetchone()
             assert state is not None
-            version = state[0] + 1
+            version: int = state[0] + 1
             for table in ("ops", "buckets", "current_data", "source_tables"):
                 self.conn.execute(self.q(f"TRUNCATE {{s}}.{table}"))
             self.conn.execute(
@@ -216,7 +216,8 @@ class StorageWriter:
                 (schema, table),
             ).fetchone()
         assert row is not None
-        return row[0]
+        source_id: str = row[0]
+        return source_id
 
     # -- applying changes ------------------------------------------------------------------
 

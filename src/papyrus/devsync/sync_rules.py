@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pglast import ast, parse_sql
@@ -64,7 +64,19 @@ def _unsupported(construct: str, where: str) -> SyncConfigError:
     return SyncConfigError(f"{where}: {construct} is not supported. {REAL_SERVICE_HINT}")
 
 
+_T = TypeVar("_T")
+
+
+def _given(value: _T | None) -> _T:
+    """A field the PostgreSQL grammar always fills in this node (pglast types every field as
+    optional, since a hand-built node may leave any out)."""
+    assert value is not None
+    return value
+
+
 RowGetter = Callable[[dict[str, SqliteValue]], SqliteValue]
+# True keeps the row; False and None (SQL's unknown, from a comparison with NULL) drop it.
+RowFilter = Callable[[dict[str, SqliteValue]], bool | None]
 
 
 @dataclass(frozen=True)
@@ -125,7 +137,7 @@ class DataQuery:
     output_table: str
     columns: list[tuple[str, RowGetter]] | None  # None: SELECT * only
     star: bool
-    row_filters: list[Callable[[dict[str, SqliteValue]], bool]]
+    row_filters: list[RowFilter]
     parameters: list[tuple[RowGetter, RequestValue]]
     bucket_prefix: str = ""
     # (output name, source column, cast or None, type the cast leaves unchanged), when every
@@ -456,8 +468,9 @@ def _compile_query(
             "RangeFunction": "a function in FROM",
         }.get(type(source).__name__, type(source).__name__)
         raise _unsupported(construct, where)
+    relname = _given(source.relname)
     alias = source.alias.aliasname if source.alias else None
-    table_names = {source.relname} | ({alias} if alias else set())
+    table_names = {relname} | ({alias} if alias else set())
     scope = _Scope(where, table_names, stream_functions, bucket_parameters)
 
     columns: list[tuple[str, RowGetter]] = []
@@ -465,7 +478,7 @@ def _compile_query(
     star = False
     for target in stmt.targetList or ():
         val = target.val
-        if isinstance(val, ast.ColumnRef) and isinstance(val.fields[-1], ast.A_Star):
+        if isinstance(val, ast.ColumnRef) and isinstance(_given(val.fields)[-1], ast.A_Star):
             if target.name:
                 raise _unsupported("an alias on *", where)
             star = True
@@ -479,7 +492,7 @@ def _compile_query(
         else:
             plan = None
 
-    row_filters: list[Callable[[dict[str, SqliteValue]], bool]] = []
+    row_filters: list[RowFilter] = []
     parameters: list[tuple[RowGetter, RequestValue]] = []
     if stmt.whereClause is not None:
         for condition in _conjuncts(stmt.whereClause, where):
@@ -487,8 +500,8 @@ def _compile_query(
 
     return DataQuery(
         schema=source.schemaname or "public",
-        table=source.relname,
-        output_table=alias or source.relname,
+        table=relname,
+        output_table=alias or relname,
         columns=columns,
         star=star,
         row_filters=row_filters,
@@ -517,8 +530,8 @@ def _compile_parameter_query(sql: str, where: str) -> list[tuple[str, RequestVal
 def _conjuncts(node: ast.Node, where: str) -> Iterable[ast.Node]:
     if isinstance(node, ast.BoolExpr):
         if node.boolop != BoolExprType.AND_EXPR:
-            raise _unsupported(f"{node.boolop.name.replace('_EXPR', '')} in WHERE", where)
-        for arg in node.args:
+            raise _unsupported(f"{_given(node.boolop).name.replace('_EXPR', '')} in WHERE", where)
+        for arg in _given(node.args):
             yield from _conjuncts(arg, where)
     else:
         yield node
@@ -526,12 +539,13 @@ def _conjuncts(node: ast.Node, where: str) -> Iterable[ast.Node]:
 
 def _describe(node: ast.Node) -> str:
     if isinstance(node, ast.FuncCall):
-        return f"function {'.'.join(s.sval for s in node.funcname)}()"
+        return f"function {'.'.join(s.sval for s in _given(node.funcname))}()"
     if isinstance(node, ast.SubLink):
         return "a subquery"
     if isinstance(node, ast.A_Expr):
         op = ".".join(getattr(s, "sval", "?") for s in node.name or ())
-        return f"operator '{op}'" if node.kind == A_Expr_Kind.AEXPR_OP else f"{node.kind.name}"
+        kind = _given(node.kind)
+        return f"operator '{op}'" if kind == A_Expr_Kind.AEXPR_OP else kind.name
     return type(node).__name__
 
 
@@ -550,13 +564,14 @@ class _Scope:
 
     def default_name(self, node: ast.Node) -> str:
         while isinstance(node, ast.TypeCast):
-            node = node.arg
+            node = _given(node.arg)
         if isinstance(node, ast.ColumnRef):
-            return node.fields[-1].sval
+            name: str = _given(node.fields)[-1].sval
+            return name
         raise SyncConfigError(f"{self.where}: give the expression {_describe(node)} an alias")
 
     def _column_name(self, node: ast.ColumnRef) -> str:
-        names = [f.sval for f in node.fields if isinstance(f, ast.String)]
+        names = [_given(f.sval) for f in _given(node.fields) if isinstance(f, ast.String)]
         if len(names) == 2 and names[0] in self.table_names:
             return names[1]
         if len(names) == 1:
@@ -568,7 +583,7 @@ class _Scope:
         if isinstance(node, ast.ColumnRef):
             return self._column_name(node), None, type(None)
         if isinstance(node, ast.TypeCast) and isinstance(node.arg, ast.ColumnRef):
-            target = _CAST_TYPES.get(tuple(s.sval for s in node.typeName.names))
+            target = _CAST_TYPES.get(tuple(s.sval for s in _given(_given(node.typeName).names)))
             if target is not None:
                 keep = {"text": str, "integer": int, "real": float, "blob": bytes}.get(target)
                 return self._column_name(node.arg), _CASTS[target], keep or type(None)
@@ -585,20 +600,21 @@ class _Scope:
             value = _constant(node)
             return lambda row: value
         if isinstance(node, ast.TypeCast):
-            names = tuple(s.sval for s in node.typeName.names)
+            names = tuple(s.sval for s in _given(_given(node.typeName).names))
             target = _CAST_TYPES.get(names)
             if target is None:
                 raise _unsupported(f"cast to {'.'.join(names)}", self.where)
-            inner = self.row_expression(node.arg)
+            inner = self.row_expression(_given(node.arg))
             cast = _CASTS[target]
             return lambda row: cast(inner(row))
         raise _unsupported(f"{_describe(node)} in a row expression", self.where)
 
     def _bucket_ref(self, node: ast.Node) -> str | None:
-        if isinstance(node, ast.ColumnRef) and len(node.fields) == 2:
-            first, second = node.fields
+        if isinstance(node, ast.ColumnRef) and len(fields := _given(node.fields)) == 2:
+            first, second = fields
             if isinstance(first, ast.String) and first.sval == "bucket":
-                return second.sval
+                parameter: str = second.sval
+                return parameter
         return None
 
     def request_value(self, node: ast.Node) -> RequestValue | None:
@@ -610,10 +626,14 @@ class _Scope:
                     raise SyncConfigError(f"{self.where}: unknown bucket parameter bucket.{name}")
                 return RequestValue("bucket", name)
             return None
-        if not self.stream_functions and isinstance(node, ast.ColumnRef) and len(node.fields) == 2:
-            first, second = node.fields
+        if (
+            not self.stream_functions
+            and isinstance(node, ast.ColumnRef)
+            and len(fields := _given(node.fields)) == 2
+        ):
+            first, second = fields
             if isinstance(first, ast.String) and first.sval == "token_parameters":
-                key = second.sval
+                key: str = second.sval
                 return (
                     RequestValue("user_id")
                     if key == "user_id"
@@ -621,7 +641,7 @@ class _Scope:
                 )
         if not isinstance(node, ast.FuncCall):
             return None
-        name = ".".join(s.sval for s in node.funcname)
+        name = ".".join(s.sval for s in _given(node.funcname))
         args = node.args or ()
         if self.stream_functions:
             if name == "auth.user_id" and not args:
@@ -638,17 +658,17 @@ class _Scope:
             and isinstance(args[0], ast.A_Const)
             and isinstance(args[0].val, ast.String)
         ):
-            return args[0].val.sval
+            return _given(args[0].val.sval)
         raise SyncConfigError(f"{self.where}: {name}() takes one string literal")
 
     def condition(
         self,
         node: ast.Node,
-        row_filters: list[Callable[[dict[str, SqliteValue]], bool]],
+        row_filters: list[RowFilter],
         parameters: list[tuple[RowGetter, RequestValue]],
     ) -> None:
         if isinstance(node, ast.NullTest):
-            getter = self.row_expression(node.arg)
+            getter = self.row_expression(_given(node.arg))
             if node.nulltesttype == NullTestType.IS_NULL:
                 row_filters.append(lambda row: getter(row) is None)
             else:
@@ -657,21 +677,24 @@ class _Scope:
         if not (
             isinstance(node, ast.A_Expr)
             and node.kind == A_Expr_Kind.AEXPR_OP
-            and len(node.name) == 1
-            and node.name[0].sval in ("=", "==", "!=", "<>")
+            and len(operator := _given(node.name)) == 1
+            and operator[0].sval in ("=", "==", "!=", "<>")
         ):
             raise _unsupported(f"{_describe(node)} in WHERE", self.where)
-        op = node.name[0].sval
+        op = operator[0].sval
         left, right = node.lexpr, node.rexpr
+        if not isinstance(left, ast.Node) or not isinstance(right, ast.Node):  # prefix `== x`
+            raise _unsupported(f"{_describe(node)} in WHERE", self.where)
         request_left, request_right = self.request_value(left), self.request_value(right)
         if request_left is not None and request_right is not None:
             raise _unsupported("a condition on request values only", self.where)
-        if request_left is not None or request_right is not None:
+        request_value, row_node = (
+            (request_left, right) if request_left is not None else (request_right, left)
+        )
+        if request_value is not None:
             if op not in ("=", "=="):
                 raise _unsupported(f"operator '{op}' with a request value", self.where)
-            request_value = request_left or request_right
-            row_node = right if request_left is not None else left
-            parameters.append((self.row_expression(row_node), request_value))  # type: ignore[arg-type]
+            parameters.append((self.row_expression(row_node), request_value))
             return
         if isinstance(left, ast.FuncCall) or isinstance(right, ast.FuncCall):
             call = left if isinstance(left, ast.FuncCall) else right
@@ -702,7 +725,7 @@ def _constant(node: ast.A_Const) -> SqliteValue:
     if isinstance(val, ast.Integer):
         return val.ival
     if isinstance(val, ast.Float):
-        return float(val.fval)
+        return float(_given(val.fval))
     if isinstance(val, ast.Boolean):
         return 1 if val.boolval else 0
     raise SyncConfigError(f"unsupported constant {val!r}")

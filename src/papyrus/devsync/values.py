@@ -2,8 +2,10 @@
 
 The real service decodes each column's text form by type OID (bool -> 1/0, integers -> INTEGER,
 float4/float8 -> REAL, json/jsonb -> their text, timestamps -> ISO 8601 text, everything else,
-numeric included, -> the text itself) and serialises row data with JavaScript's number
-formatting. Op checksums hash that exact JSON text, so it has to match byte for byte.
+numeric included, -> the text itself) and serialises row data with `JSONBig.stringify`:
+JavaScript's number formatting, plus `.0` after a REAL whose text is all digits, so a REAL keeps
+its type (`1.0`, not `1`). Op checksums hash that exact JSON text, so it has to match byte for
+byte.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 import re
 import struct
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Union
@@ -34,6 +36,7 @@ json_text = _encoder.encode
 
 _TIME_RE = re.compile(r"^([\d\-]+) ([\d:]+)(?:\.(\d+))?([+-][\d:]+)?$")
 _SAFE_INT = 2**53
+_DIGITS = re.compile(r"-?\d+")
 
 
 def js_number(value: float) -> str:
@@ -45,6 +48,7 @@ def js_number(value: float) -> str:
     if value.is_integer() and abs(value) < _SAFE_INT:
         return str(int(value))
     sign, digits, exponent = Decimal(repr(value)).as_tuple()
+    assert isinstance(exponent, int)  # not NaN or infinite: checked above
     digit_str = "".join(map(str, digits)).rstrip("0") or "0"
     exponent += len(digits) - len(digit_str)
     k = len(digit_str)
@@ -63,15 +67,24 @@ def js_number(value: float) -> str:
     return prefix + body
 
 
+def real_json(value: float) -> str:
+    """A REAL in row data, as the service's `JSONBig.stringify` writes it: JavaScript's text,
+    with `.0` appended when that text is all digits (powersync-ja/powersync-service,
+    packages/jsonbig/src/json.ts), so 1.0 stays `1.0` while an INTEGER 1 is `1`."""
+    text = js_number(value)
+    return text + ".0" if _DIGITS.fullmatch(text) else text
+
+
 def _float_needs_js_format(value: float) -> bool:
-    """True when Python's repr would differ from JavaScript's formatting of this float."""
-    return value != 0 and not (1e-4 <= abs(value) < _SAFE_INT and not value.is_integer())
+    """True when Python's repr differs from `real_json` (an exponent, or -0.0)."""
+    if value == 0:
+        return math.copysign(1.0, value) < 0
+    return not 1e-4 <= abs(value) < 1e16
 
 
-def json_value(value: SqliteValue) -> str:
-    """One JSON value as JavaScript would write it."""
+def _row_value(value: SqliteValue) -> str:
     if isinstance(value, float):
-        return js_number(value)
+        return real_json(value)
     return json_text(value)
 
 
@@ -82,13 +95,14 @@ def row_json(row: dict[str, SqliteValue]) -> str:
             break
     else:
         return json_text(row)
-    parts = [f"{json_text(k)}:{json_value(v)}" for k, v in row.items() if not isinstance(v, bytes)]
+    parts = [f"{json_text(k)}:{_row_value(v)}" for k, v in row.items() if not isinstance(v, bytes)]
     return "{" + ",".join(parts) + "}"
 
 
-def bucket_parameters_json(values: list[SqliteValue]) -> str:
+def bucket_parameters_json(values: Sequence[SqliteValue]) -> str:
     """Serialised bucket parameters: REAL and INTEGER forms of one number look the same."""
-    return "[" + ",".join(json_value(v) for v in values) + "]"
+    parts = (js_number(v) if isinstance(v, float) else json_text(v) for v in values)
+    return "[" + ",".join(parts) + "]"
 
 
 def _decode_timestamptz(text: str) -> str | None:
@@ -143,12 +157,11 @@ def _decode_date(text: str) -> str:
     return {"infinity": "9999-12-31", "-infinity": "0000-01-01"}.get(text, text)
 
 
-def _decode_float(text: str) -> float | int | None:
+def _decode_float(text: str) -> float | None:
+    """A REAL even when integral: the service's `Number(text)` stays a number, never a bigint."""
     value = float(text)
     if not math.isfinite(value):
         return None  # JSON.stringify writes NaN and Infinity as null
-    if value.is_integer() and abs(value) < _SAFE_INT:
-        return int(value)  # JavaScript writes 2.0 as 2; an int gets the same text, faster
     return value
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from papyrus.server import migrate
 from papyrus.server.config import Settings
+
+if TYPE_CHECKING:
+    from papyrus.embedded_db import EmbeddedPostgres
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +21,7 @@ class Database:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._embedded = None
+        self._embedded: EmbeddedPostgres | None = None
 
     def start(self) -> str:
         if self.settings.DATABASE_URL:
@@ -25,11 +29,9 @@ class Database:
             return self.settings.DATABASE_URL
         from papyrus.embedded_db import EmbeddedPostgres
 
-        self._embedded = EmbeddedPostgres(self.settings.DATA_DIR)
-        info = self._embedded.start()
-        log.info(
-            "database: embedded PostgreSQL on 127.0.0.1:%s (%s)", info.port, self._embedded.pgdata
-        )
+        embedded = self._embedded = EmbeddedPostgres(self.settings.DATA_DIR)
+        info = embedded.start()
+        log.info("database: embedded PostgreSQL on 127.0.0.1:%s (%s)", info.port, embedded.pgdata)
         self.settings.DATABASE_URL = info.url()
         return info.url()
 

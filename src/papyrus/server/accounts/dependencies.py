@@ -23,16 +23,19 @@ from papyrus.server.hotdb import Pool
 
 
 async def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 async def get_session_factory(request: Request) -> async_sessionmaker[AsyncSession]:
-    return request.app.state.session_factory
+    factory: async_sessionmaker[AsyncSession] = request.app.state.session_factory
+    return factory
 
 
 async def get_limits_pool(request: Request) -> Pool:
     """Autocommit connections for rate-limit counting (`hotdb`)."""
-    return request.app.state.hot_pools.limits
+    pool: Pool = request.app.state.hot_pools.limits
+    return pool
 
 
 # Dependencies are `async def` even when they do not await: FastAPI runs plain functions in a

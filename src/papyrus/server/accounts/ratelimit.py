@@ -23,6 +23,7 @@ import math
 import random
 import time
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from psycopg import AsyncConnection
 
@@ -159,7 +160,7 @@ async def record_login_success(pool: Pool, email: str, ip: str, known_days: int)
             await conn.execute(_SWEEP_FAILURES_SQL, {"keep": f"{known_days} days"})
 
 
-async def _one(conn: AsyncConnection, query: str, params: dict[str, object]) -> tuple:
-    row = await (await conn.execute(query, params)).fetchone()  # type: ignore[arg-type]
+async def _one(conn: AsyncConnection, query: str, params: dict[str, object]) -> tuple[Any, ...]:
+    row = await (await conn.execute(query, params)).fetchone()
     assert row is not None
     return row

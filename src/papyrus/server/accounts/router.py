@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from fastapi import APIRouter, Body, Request, Response, status
 
@@ -27,7 +28,7 @@ from papyrus.server.accounts.schemas import (
 )
 from papyrus.server.errors import ErrorResponse
 
-_errors = {
+_errors: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse},
     401: {"model": ErrorResponse},
     422: {"model": ErrorResponse},

@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 from psycopg import AsyncConnection
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -229,9 +230,13 @@ async def revoke_sessions(
     )
     if session_id is not None:
         stmt = stmt.where(AuthSession.id == session_id)
-    result = await db.execute(stmt.values(revoked_at=datetime.now(UTC), revoked_reason=reason))
+    # An UPDATE's result is a CursorResult; `execute` is typed for SELECTs.
+    result = cast(
+        "CursorResult[Any]",
+        await db.execute(stmt.values(revoked_at=datetime.now(UTC), revoked_reason=reason)),
+    )
     await db.commit()
-    return result.rowcount  # type: ignore[attr-defined]
+    return result.rowcount
 
 
 async def revoke_one_session(db: AsyncSession, user_id: uuid.UUID, session_id: uuid.UUID) -> None:

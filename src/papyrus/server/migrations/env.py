@@ -20,6 +20,8 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
+    if url is None:
+        raise RuntimeError("sqlalchemy.url is not set in the Alembic config")
     engine = create_engine(url, poolclass=pool.NullPool)
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=Base.metadata, compare_type=True)

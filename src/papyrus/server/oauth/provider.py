@@ -116,6 +116,7 @@ class OidcProvider:
     async def authorization_url(self, *, state: str, nonce: str, code_verifier: str) -> str:
         """Where to send the browser: code flow with PKCE (S256) and an OIDC nonce."""
         metadata = await self.metadata()
+        url: str
         async with self._oauth_client(metadata) as client:
             url, _ = client.create_authorization_url(
                 metadata["authorization_endpoint"],
@@ -201,6 +202,7 @@ class OidcProvider:
         metadata = await self.metadata()
         document = await self._get_json(metadata["jwks_uri"], "jwks")
         try:
+            # Untrusted JSON, not yet the typed shape joserfc declares: it checks and raises.
             key_set = KeySet.import_key_set(document)  # type: ignore[arg-type]
         except (JoseError, ValueError, KeyError, TypeError) as exc:
             raise ProviderError("provider_unavailable", f"jwks: {type(exc).__name__}") from None

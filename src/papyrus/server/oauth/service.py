@@ -24,7 +24,6 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from authlib.common.security import generate_token
@@ -341,7 +340,7 @@ async def _consume_state(db: AsyncSession, provider: str, state: str | None) -> 
     """Deletes the state as it is read, so a second callback with it finds nothing."""
     if not state or len(state) > _MAX_PARAM_LENGTH:
         raise InvalidState()
-    flow = await db.scalar(
+    flow: OAuthState | None = await db.scalar(
         delete(OAuthState).where(OAuthState.state_hash == hash_token(state)).returning(OAuthState)
     )
     await db.commit()
@@ -439,7 +438,7 @@ async def _mint_code(
     return code
 
 
-def _spend_statement(code: str, purpose: str):  # type: ignore[no-untyped-def]
+def _spend_statement(code: str, purpose: str) -> Update:
     # One UPDATE with the conditions in its WHERE: a concurrent second exchange waits on the
     # row lock, then re-checks `used_at` and matches nothing.
     return (
@@ -454,7 +453,9 @@ def _spend_statement(code: str, purpose: str):  # type: ignore[no-untyped-def]
     )
 
 
-async def _spend_code(db: AsyncSession, statement: Update, code_verifier: str | None) -> Row[Any]:
+async def _spend_code(
+    db: AsyncSession, statement: Update, code_verifier: str | None
+) -> Row[uuid.UUID, str, str, str | None, str | None]:
     """Marks the code used, then checks the app's PKCE verifier.
 
     A code that fails the check stays spent (committed before answering): whoever holds an

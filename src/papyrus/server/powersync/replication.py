@@ -45,7 +45,9 @@ def setup_replication(database_url: str, role: str, password: str) -> SetupRepor
     report = SetupReport()
     with psycopg.connect(libpq_url(database_url), autocommit=True) as conn:
         check_server_settings(conn)
-        schema = conn.execute("SELECT current_schema()").fetchone()[0]  # type: ignore[index]
+        row = conn.execute("SELECT current_schema()").fetchone()
+        assert row is not None  # a SELECT without FROM returns one row
+        schema: str = row[0]
         _check_tables(conn, schema)
         _ensure_publication(conn, schema, report)
         try:
@@ -61,7 +63,7 @@ def setup_replication(database_url: str, role: str, password: str) -> SetupRepor
 
 
 def check_server_settings(conn: psycopg.Connection) -> None:
-    settings = dict(
+    settings: dict[str, str] = dict(
         conn.execute(
             "SELECT name, setting FROM pg_settings "
             "WHERE name IN ('wal_level', 'max_replication_slots', 'max_wal_senders')"
@@ -147,8 +149,11 @@ def _ensure_role(
         )
     )
     report.actions.append(f"{'updated' if exists else 'created'} replication role {role}")
-    can_use = conn.execute("SELECT has_schema_privilege(%s, %s, 'USAGE')", (role, schema))
-    if not can_use.fetchone()[0]:  # type: ignore[index]
+    can_use = conn.execute(
+        "SELECT has_schema_privilege(%s, %s, 'USAGE')", (role, schema)
+    ).fetchone()
+    assert can_use is not None  # a SELECT without FROM returns one row
+    if not can_use[0]:
         conn.execute(
             sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(
                 sql.Identifier(schema), sql.Identifier(role)

@@ -25,7 +25,7 @@ async def get_keyset(request: Request) -> KeySet:
     """Loaded on first use (in development this may generate the key pair), then kept. Loaded
     once: the first requests of a burst wait for it instead of each parsing the key."""
     state = request.app.state
-    keyset = getattr(state, "powersync_keys", None)
+    keyset: KeySet | None = getattr(state, "powersync_keys", None)
     if keyset is None:
         async with state.powersync_keys_lock:
             keyset = getattr(state, "powersync_keys", None)

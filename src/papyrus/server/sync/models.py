@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     DDL,
@@ -23,6 +24,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Constraint,
     Date,
     DateTime,
     Double,
@@ -83,10 +85,10 @@ def id_sql_type(table: contract.Table) -> str:
     return "text" if table.id_from else "uuid"
 
 
-def storage_type(column: contract.Column) -> TypeEngine:
+def storage_type(column: contract.Column) -> TypeEngine[Any]:
     if column.type is Type.TEXT:
         return String(column.max_length)
-    return {
+    types: dict[Type, TypeEngine[Any]] = {
         Type.INTEGER: Integer(),
         Type.REAL: Double(),
         Type.BOOLEAN: Boolean(),
@@ -94,7 +96,8 @@ def storage_type(column: contract.Column) -> TypeEngine:
         Type.TIMESTAMP: DateTime(timezone=True),
         Type.DATE: Date(),
         Type.ID: UUID(as_uuid=True),
-    }[column.type]
+    }
+    return types[column.type]
 
 
 def server_default(column: contract.Column) -> str | None:
@@ -124,8 +127,8 @@ def checks(table: contract.Table) -> dict[str, str]:
         if column.pattern is not None:
             found[f"{column.name}_pattern"] = f"{name} ~ {_literal(f'^(?:{column.pattern})$')}"
         if column.range is not None:
-            low, high = column.range
-            found[f"{column.name}_range"] = f"{name} BETWEEN {_number(low)} AND {_number(high)}"
+            least, most = column.range
+            found[f"{column.name}_range"] = f"{name} BETWEEN {_number(least)} AND {_number(most)}"
         if column.json is not None:
             found[f"{column.name}_shape"] = _json_check(name, column.json)
     for rule in table.checks:
@@ -147,8 +150,8 @@ def same_owner_key_name(table: contract.Table) -> str:
 
 
 def _build(table: contract.Table) -> Table:
-    id_type: TypeEngine = Text() if table.id_from else UUID(as_uuid=True)
-    columns: list[Column] = [
+    id_type: TypeEngine[Any] = Text() if table.id_from else UUID(as_uuid=True)
+    columns: list[Column[Any]] = [
         Column(ID, id_type, nullable=False),
         Column(
             OWNER,
@@ -169,7 +172,7 @@ def _build(table: contract.Table) -> Table:
                 index=declared.references is not None,
             )
         )
-    constraints: list = [PrimaryKeyConstraint(ID)]
+    constraints: list[Constraint] = [PrimaryKeyConstraint(ID)]
     if table.name in referenced_tables():
         constraints.append(UniqueConstraint(ID, OWNER, name=conv(same_owner_key_name(table))))
     for declared in table.references:
@@ -205,7 +208,8 @@ def _build(table: contract.Table) -> Table:
                 initially="DEFERRED",
             )
         )
-    event.listen(built, "after_create", DDL(tombstone_trigger(table.name)))
+    trigger = DDL(tombstone_trigger(table.name))  # type: ignore[no-untyped-call]  # unannotated
+    event.listen(built, "after_create", trigger)
     return built
 
 
@@ -296,7 +300,8 @@ def tombstone_trigger(table_name: str) -> str:
     )
 
 
-event.listen(Base.metadata, "before_create", DDL(TOMBSTONE_FUNCTION))
+_FUNCTION = DDL(TOMBSTONE_FUNCTION)  # type: ignore[no-untyped-call]  # SQLAlchemy leaves it unannotated
+event.listen(Base.metadata, "before_create", _FUNCTION)
 
 
 # --- helpers -------------------------------------------------------------------------------------

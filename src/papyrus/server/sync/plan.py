@@ -251,7 +251,7 @@ def same(column: contract.Column, stored: Any, value: Any) -> bool:
         return datetime.fromisoformat(stored) == datetime.fromisoformat(value)
     if column.type is Type.REAL:
         return float(stored) == float(value)
-    return stored == value
+    return bool(stored == value)
 
 
 # --- helpers -------------------------------------------------------------------------------------

@@ -97,7 +97,10 @@ def validate_batch(batch: list[Any], user_id: uuid.UUID) -> tuple[list[Operation
     owner = str(user_id)
     for entry in batch:
         result = validate_entry(entry, owner)
-        (operations if isinstance(result, Operation) else rejections).append(result)
+        if isinstance(result, Operation):
+            operations.append(result)
+        else:
+            rejections.append(result)
     return operations, rejections
 
 
@@ -141,8 +144,8 @@ def display(value: Any, limit: int = ROW_ID_MAX) -> str | None:
         value = str(value)
     if not isinstance(value, str):
         return None
-    value = value[:limit].replace("\x00", "")
-    return value.encode("utf-8", "replace").decode("utf-8")
+    shown: str = value[:limit].replace("\x00", "")
+    return shown.encode("utf-8", "replace").decode("utf-8")
 
 
 def _int64(value: Any) -> int | None:

@@ -15,6 +15,8 @@ Revises: 0006_upload_parts
 Create Date: 2026-11-30 10:00:00.000000
 """
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
@@ -61,11 +63,11 @@ END
 $$"""
 
 
-def _id(pair: bool = False) -> sa.Column:
+def _id(pair: bool = False) -> sa.Column[Any]:
     return sa.Column("id", sa.Text() if pair else sa.UUID(), nullable=False)
 
 
-def _owner(table: str) -> list:
+def _owner(table: str) -> list[Any]:
     """The owner column, its foreign key to users and its index arguments."""
     return [
         sa.Column("owner_user_id", sa.UUID(), nullable=False),
@@ -79,7 +81,7 @@ def _owner(table: str) -> list:
     ]
 
 
-def _stamp(name: str) -> sa.Column:
+def _stamp(name: str) -> sa.Column[Any]:
     return sa.Column(
         name, sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
     )
@@ -89,7 +91,9 @@ def _same_owner_key(table: str) -> sa.UniqueConstraint:
     return sa.UniqueConstraint("id", "owner_user_id", name=op.f(f"uq_{table}_id_owner"))
 
 
-def _reference(table: str, column: str, parent: str, set_null: bool = False):
+def _reference(
+    table: str, column: str, parent: str, set_null: bool = False
+) -> sa.ForeignKeyConstraint:
     return sa.ForeignKeyConstraint(
         [column, "owner_user_id"],
         [f"{parent}.id", f"{parent}.owner_user_id"],
