@@ -7,12 +7,13 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
 
 from papyrus.cli.main import app
-from papyrus.client import GUEST_SCHEMA, PowerSyncDatabase
+from papyrus.client import GUEST_SCHEMA, AuthProvider, PapyrusApiConfig, PowerSyncDatabase
 from papyrus.server.app import create_app
 from tests.client.conftest import eventually
 from tests.client.stack import Stack
@@ -42,6 +43,15 @@ def run(
     result = CliRunner().invoke(app, list(args), env={**env, **(env_extra or {})}, input=input)
     assert result.exit_code == code, result.output
     return result.output
+
+
+def write_past_the_checks(env: dict[str, str], book_ref: str, **changes: Any) -> None:
+    """Writes to the command line's live library a change the server refuses, as an app that
+    leaves the judging to the server would (`validate_writes=False`)."""
+    config = PapyrusApiConfig.from_environment(env)
+    with AuthProvider(config, auto_connect=False, validate_writes=False) as app:
+        app.bootstrap(verify=False)
+        app.library.update(app.library.resolve(book_ref).id, **changes)
 
 
 def test_client_package_never_imports_server_code() -> None:
@@ -117,7 +127,9 @@ def test_sign_in_write_sync_and_rejections_against_the_stack(
     book_id = next(
         line.split()[1] for line in run(env, "books", "list").splitlines() if "Dune" in line
     )
-    run(env, "books", "edit", book_id, "--title", "x" * 501)  # the server allows 500
+    refused = run(env, "books", "edit", book_id, "--title", "x" * 501, code=1)
+    assert "title: must be a string of 1 to 500 characters." in refused  # refused locally
+    write_past_the_checks(env, book_id, title="x" * 501)  # the server allows 500
     run(env, "sync", "now", "--timeout", "30")
     assert re.search(r"^\s*title\s+Dune\s*$", run(env, "books", "show", book_id), re.M)
     local = run(env, "sync", "rejections")
@@ -188,7 +200,7 @@ def test_sync_now_reports_rejections_and_down_services(stack: Stack, env: dict[s
     book_id = next(
         line.split()[1] for line in run(env, "books", "list").splitlines() if "Dune" in line
     )
-    run(env, "books", "edit", book_id, "--title", "x" * 501)  # the server allows 500
+    write_past_the_checks(env, book_id, title="x" * 501)  # the server allows 500
     out = run(env, "sync", "now")  # the default timeout: it must not be waited out
     assert "1 change(s) refused by the server" in out and "PATCH" in out and "Synced." in out
 

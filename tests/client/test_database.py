@@ -30,13 +30,15 @@ from tests.client.mock_sync import MockConnector, MockSyncService, capture_lines
 
 OpenDb = Callable[..., PowerSyncDatabase]
 USER = "11111111-1111-4111-8111-111111111111"
+# Valid book ids (writes are checked against the contract at commit, ids included).
+B1, A, B, C, D = (f"00000000-0000-4000-8000-{n:012x}" for n in (0xB1, 0xA, 0xB, 0xC, 0xD))
 
 
 def test_insert_queues_a_put_shaped_like_the_node_sdk(open_db: OpenDb) -> None:
     db = open_db()
     db.execute(
         "INSERT INTO books (id, title, page_count, is_favorite, subtitle) VALUES (?, ?, ?, ?, ?)",
-        ("b1", "Dune", 412, 1, None),
+        (B1, "Dune", 412, 1, None),
     )
     tx = db.get_next_crud_transaction()
     assert tx is not None
@@ -45,7 +47,7 @@ def test_insert_queues_a_put_shaped_like_the_node_sdk(open_db: OpenDb) -> None:
             "op_id": 1,
             "op": "PUT",
             "type": "books",
-            "id": "b1",
+            "id": B1,
             "tx_id": 1,
             "data": {"title": "Dune", "page_count": 412, "is_favorite": 1},
         }
@@ -54,9 +56,9 @@ def test_insert_queues_a_put_shaped_like_the_node_sdk(open_db: OpenDb) -> None:
 
 def test_update_and_delete_queue_patch_and_delete(open_db: OpenDb) -> None:
     db = open_db()
-    db.execute("INSERT INTO books (id, title) VALUES ('b1', 'Dune')")
-    db.execute("UPDATE books SET title = 'Dune Messiah', rating = NULL WHERE id = 'b1'")
-    db.execute("DELETE FROM books WHERE id = 'b1'")
+    db.execute("INSERT INTO books (id, title) VALUES (?, 'Dune')", (B1,))
+    db.execute("UPDATE books SET title = 'Dune Messiah', rating = NULL WHERE id = ?", (B1,))
+    db.execute("DELETE FROM books WHERE id = ?", (B1,))
     batch = db.get_crud_batch()
     assert batch is not None and not batch.have_more
     assert [(e.op, e.op_data) for e in batch.crud] == [
@@ -72,21 +74,21 @@ def test_update_and_delete_queue_patch_and_delete(open_db: OpenDb) -> None:
 def test_one_write_transaction_uploads_as_one_crud_transaction(open_db: OpenDb) -> None:
     db = open_db()
     with db.write_transaction():
-        db.execute("INSERT INTO books (id, title) VALUES ('a', 'A')")
-        db.execute("INSERT INTO books (id, title) VALUES ('b', 'B')")
-    db.execute("INSERT INTO books (id, title) VALUES ('c', 'C')")
+        db.execute("INSERT INTO books (id, title) VALUES (?, 'A')", (A,))
+        db.execute("INSERT INTO books (id, title) VALUES (?, 'B')", (B,))
+    db.execute("INSERT INTO books (id, title) VALUES (?, 'C')", (C,))
     first = db.get_next_crud_transaction()
-    assert first is not None and [e.id for e in first.crud] == ["a", "b"]
+    assert first is not None and [e.id for e in first.crud] == [A, B]
     assert first.transaction_id == first.crud[1].transaction_id
     first.complete()
     second = db.get_next_crud_transaction()
-    assert second is not None and [e.id for e in second.crud] == ["c"]
+    assert second is not None and [e.id for e in second.crud] == [C]
 
 
 def test_batch_reports_have_more(open_db: OpenDb) -> None:
     db = open_db()
     for i in range(3):
-        db.execute("INSERT INTO books (id, title) VALUES (?, 't')", (f"b{i}",))
+        db.execute("INSERT INTO books (id, title) VALUES (?, 't')", ((A, B, C)[i],))
     batch = db.get_crud_batch(limit=2)
     assert batch is not None and batch.have_more and len(batch.crud) == 2
     batch.complete()
@@ -143,48 +145,46 @@ def test_watch_ignores_other_tables(open_db: OpenDb) -> None:
 
 def test_get_raises_without_a_row_and_get_optional_returns_none(open_db: OpenDb) -> None:
     db = open_db()
-    db.execute("INSERT INTO books (id, title) VALUES ('b1', 'Dune')")
-    assert db.get("SELECT title FROM books WHERE id = ?", ("b1",)) == {"title": "Dune"}
+    db.execute("INSERT INTO books (id, title) VALUES (?, 'Dune')", (B1,))
+    assert db.get("SELECT title FROM books WHERE id = ?", (B1,)) == {"title": "Dune"}
     with pytest.raises(NotFoundError):
         db.get("SELECT title FROM books WHERE id = ?", ("nope",))
     assert db.get_optional("SELECT title FROM books WHERE id = ?", ("nope",)) is None
-    assert db.get_all("SELECT id FROM books WHERE id = :id", {"id": "b1"}) == [{"id": "b1"}]
+    assert db.get_all("SELECT id FROM books WHERE id = :id", {"id": B1}) == [{"id": B1}]
 
 
 def test_execute_batch_runs_in_one_transaction_that_uploads_as_one(open_db: OpenDb) -> None:
     db = open_db()
-    db.execute_batch(
-        "INSERT INTO books (id, title) VALUES (?, ?)", [("a", "A"), ("b", "B"), ("c", "C")]
-    )
+    db.execute_batch("INSERT INTO books (id, title) VALUES (?, ?)", [(A, "A"), (B, "B"), (C, "C")])
     tx = db.get_next_crud_transaction()
-    assert tx is not None and [e.id for e in tx.crud] == ["a", "b", "c"]
+    assert tx is not None and [e.id for e in tx.crud] == [A, B, C]
     with pytest.raises(apsw.ConstraintError):  # the third row collides: nothing is kept
         db.execute_batch(
-            "INSERT INTO ps_data__books (id, data) VALUES (?, '{}')", [("x",), ("y",), ("a",)]
+            "INSERT INTO ps_data__books (id, data) VALUES (?, '{}')", [("x",), ("y",), (A,)]
         )
     assert db.get_all("SELECT id FROM books WHERE id IN ('x', 'y')") == []
 
 
 def test_read_transaction_sees_one_snapshot_and_refuses_writes(open_db: OpenDb) -> None:
     db, other = open_db("shared.db"), open_db("shared.db")  # two connections, one file
-    db.execute("INSERT INTO books (id, title) VALUES ('a', 'A')")
+    db.execute("INSERT INTO books (id, title) VALUES (?, 'A')", (A,))
     with db.read_transaction() as tx:
         assert tx.get("SELECT count(*) AS n FROM books")["n"] == 1
-        other.execute("INSERT INTO books (id, title) VALUES ('b', 'B')")
+        other.execute("INSERT INTO books (id, title) VALUES (?, 'B')", (B,))
         assert tx.get("SELECT count(*) AS n FROM books")["n"] == 1  # still the snapshot
         with pytest.raises(PapyrusClientError, match="read_transaction"):
-            tx.execute("INSERT INTO books (id, title) VALUES ('c', 'C')")
+            tx.execute("INSERT INTO books (id, title) VALUES (?, 'C')", (C,))
         with pytest.raises(apsw.ReadOnlyError):
-            tx.get_all("INSERT INTO books (id, title) VALUES ('c', 'C') RETURNING id")
+            tx.get_all("INSERT INTO books (id, title) VALUES (?, 'C') RETURNING id", (C,))
     assert db.get("SELECT count(*) AS n FROM books")["n"] == 2
-    db.execute("INSERT INTO books (id, title) VALUES ('d', 'D')")  # writable again
+    db.execute("INSERT INTO books (id, title) VALUES (?, 'D')", (D,))  # writable again
 
 
 def test_upload_queue_stats_count_and_size(open_db: OpenDb) -> None:
     db = open_db()
     assert db.get_upload_queue_stats() == UploadQueueStats(0, None)
-    db.execute("INSERT INTO books (id, title) VALUES ('a', 'Dune')")
-    db.execute("UPDATE books SET rating = 5 WHERE id = 'a'")
+    db.execute("INSERT INTO books (id, title) VALUES (?, 'Dune')", (A,))
+    db.execute("UPDATE books SET rating = 5 WHERE id = ?", (A,))
     stats = db.get_upload_queue_stats(include_size=True)
     sizes = db._core._conn.execute("SELECT length(data) FROM ps_crud").fetchall()
     assert stats == UploadQueueStats(2, sum(s for (s,) in sizes)) and stats.size > 40
@@ -200,9 +200,9 @@ def test_watch_sql_finds_the_tables_of_a_join_itself(open_db: OpenDb) -> None:
     assert db.resolve_tables(sql, (1,)) == {"books", "upload_rejections"}
     with db.watch(sql, (1,)) as watch:
         assert watch.next(timeout=5) == []
-        db.execute("INSERT INTO books (id, title) VALUES ('b1', 'Dune')")
+        db.execute("INSERT INTO books (id, title) VALUES (?, 'Dune')", (B1,))
         assert watch.next(timeout=5) == []  # books changed: re-run, still no rejection
-        db.execute("INSERT INTO upload_rejections (id, row_id, code) VALUES ('r1', 'b1', 'x')")
+        db.execute("INSERT INTO upload_rejections (id, row_id, code) VALUES ('r1', ?, 'x')", (B1,))
         assert watch.next(timeout=5) == [{"title": "Dune", "code": "x"}]
         db.execute("CREATE TABLE IF NOT EXISTS unrelated (x)")
         db.execute("INSERT INTO unrelated VALUES (1)")
@@ -233,11 +233,11 @@ def test_watch_async_yields_on_changes(open_db: OpenDb) -> None:
                 seen.append([r["title"] for r in rows])
                 if len(seen) == 3:
                     break
-                title = "Dune" if len(seen) == 1 else "Emma"
+                title, book_id = ("Dune", A) if len(seen) == 1 else ("Emma", B)
                 threading.Thread(
                     target=db.execute,
                     args=("INSERT INTO books (id, title) VALUES (?, ?)",),
-                    kwargs={"params": (title, title)},
+                    kwargs={"params": (book_id, title)},
                 ).start()
         return seen
 

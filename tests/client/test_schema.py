@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from papyrus.client import ACCOUNT_SCHEMA, GUEST_SCHEMA, Column, Index, Schema, Table
-from papyrus.client.schema import SYNCED_TABLES
+from papyrus.client.schema import GUEST_TABLES, SYNCED_TABLES
 from papyrus.contract import TABLES, table
 from tests.e2e.node_client import NODE_SDK
 
@@ -73,9 +73,11 @@ def test_books_schema_mirrors_the_server_table() -> None:
 
 def test_every_declared_table_is_in_both_schemas() -> None:
     declared = [t.name for t in TABLES]
-    assert [t.name for t in ACCOUNT_SCHEMA.tables] == [*declared, "upload_rejections"]
-    assert [t.name for t in GUEST_SCHEMA.tables] == declared
+    local = ["upload_rejections", "reading_activity"]  # this device's own, never synced
+    assert [t.name for t in ACCOUNT_SCHEMA.tables] == [*declared, *local]
+    assert [t.name for t in GUEST_SCHEMA.tables] == [*declared, "reading_activity"]
     assert all(t.local_only for t in GUEST_SCHEMA.tables)
+    assert all(ACCOUNT_SCHEMA.table(name).local_only for name in local)
     assert not any(t.local_only for t in SYNCED_TABLES)
     shelves = ACCOUNT_SCHEMA.table("book_shelves").to_json()
     assert [i["name"] for i in shelves["indexes"]] == ["by_book", "by_shelf"]
@@ -99,4 +101,4 @@ def _node_schema_json(*args: str) -> dict:
 def test_python_schema_json_is_what_the_node_sdk_makes_of_the_generated_schema() -> None:
     """node-sdk/schema.json through @powersync/node's own Table and Schema.toJSON()."""
     assert _node_schema_json() == Schema(SYNCED_TABLES).to_json()
-    assert _node_schema_json("--local-only") == GUEST_SCHEMA.to_json()
+    assert _node_schema_json("--local-only") == Schema(GUEST_TABLES).to_json()

@@ -7,7 +7,10 @@ A typical app::
         app.bootstrap()                       # restores a stored session, connects sync
         if app.state is AuthState.SIGNED_OUT:
             app.sign_in("me@example.com", "secret")
-        app.library.add("Dune", author="Frank Herbert")
+        dune = app.library.add("Dune", author="Frank Herbert")
+        shelf = app.library.shelves.add(name="To read")
+        app.library.add_to_shelf(dune, shelf)
+        app.library.record_progress(dune, page=42)
 
 `papyrus.client` never imports the server or the development sync service.
 """
@@ -48,6 +51,8 @@ from papyrus.client.errors import (
     TransactionTooLargeError,
     TransientError,
 )
+from papyrus.client.goals import GoalProgress
+from papyrus.client.library import GoalRepository, Library, MembershipRepository, Progress
 from papyrus.client.provider import (
     AuthProvider,
     AuthState,
@@ -55,13 +60,30 @@ from papyrus.client.provider import (
     SignOutResult,
     SyncResult,
 )
+from papyrus.client.records import (
+    RECORDS,
+    Bookmark,
+    BookShelf,
+    BookTag,
+    Highlight,
+    Note,
+    ReadingGoal,
+    ReadingSession,
+    Record,
+    Series,
+    Shelf,
+    Tag,
+)
+from papyrus.client.repository import Batch, Query, Repository
 from papyrus.client.schema import ACCOUNT_SCHEMA, GUEST_SCHEMA, Column, Index, Schema, Table
 from papyrus.client.sync import SyncOptions, SyncProgress, SyncStatus
 from papyrus.client.tokens import FileBackend, KeyringBackend, TokenStore
+from papyrus.client.validation import ValidationError
 
 __all__ = [
     "ACCOUNT_SCHEMA",
     "GUEST_SCHEMA",
+    "RECORDS",
     "ApiError",
     "AsyncWatch",
     "AuthApiClient",
@@ -69,10 +91,14 @@ __all__ = [
     "AuthRepository",
     "AuthState",
     "BackendConnector",
+    "Batch",
     "Book",
     "BookFilter",
     "BookRepository",
+    "BookShelf",
     "BookSort",
+    "BookTag",
+    "Bookmark",
     "Column",
     "ConfigurationError",
     "CoreExtensionError",
@@ -82,11 +108,17 @@ __all__ = [
     "CrudTransaction",
     "DataStore",
     "FileBackend",
+    "GoalProgress",
+    "GoalRepository",
+    "Highlight",
     "Index",
     "KeyringBackend",
+    "Library",
     "LocalDatabaseError",
     "LoopbackReceiver",
+    "MembershipRepository",
     "NotFoundError",
+    "Note",
     "OfflineModeError",
     "PapyrusApiConfig",
     "PapyrusClientError",
@@ -95,9 +127,17 @@ __all__ = [
     "PowerSyncDatabase",
     "PowerSyncService",
     "PowerSyncToken",
+    "Progress",
+    "Query",
+    "ReadingGoal",
+    "ReadingSession",
     "ReadingStatus",
+    "Record",
     "Rejection",
+    "Repository",
     "Schema",
+    "Series",
+    "Shelf",
     "SignInError",
     "SignOutResult",
     "SignedOutError",
@@ -106,6 +146,7 @@ __all__ = [
     "SyncResult",
     "SyncStatus",
     "Table",
+    "Tag",
     "TokenResponse",
     "TokenStore",
     "TransactionTooLargeError",
@@ -114,5 +155,6 @@ __all__ = [
     "UploadQueueStats",
     "UploadResult",
     "User",
+    "ValidationError",
     "Watch",
 ]

@@ -14,9 +14,10 @@ import json
 import logging
 import os
 import platform
+import re
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,12 +50,31 @@ _FIX = (
     f"{CORE_VERSION} build for this platform."
 )
 
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
 Params = tuple[Any, ...] | dict[str, Any]
 Row = dict[str, Any]
 
 ChangeListener = Callable[[frozenset[str], bool], None]
 """Called after a commit with the user-visible tables that changed and whether the upload
 queue changed."""
+
+_BEFORE = "temp.papyrus_before"  # rows as the open write transaction found them
+
+
+@dataclass(frozen=True)
+class TransactionWrites:
+    """What the open write transaction queued for upload, for a check before COMMIT:
+    `entries` (the core's CRUD JSON, `{"op", "type", "id", "data"?}`), `query` to read the
+    database as the transaction left it, and `previous` for the rows of the tables given to
+    `set_write_check` as the transaction found them (None: the row did not exist)."""
+
+    entries: list[dict[str, Any]]
+    query: Callable[[str, tuple[Any, ...]], list[dict[str, Any]]]
+    previous: Callable[[str, str], dict[str, Any] | None]
+
+
+WriteCheck = Callable[[TransactionWrites], None]
 
 
 def _binary_name() -> str:
@@ -166,6 +186,7 @@ class CoreConnection:
         self._listeners: list[ChangeListener] = []
         self._data_version: int | None = None  # last PRAGMA data_version seen by the poller
         self._crud_mark: tuple[int | None, int] | None = None
+        self._write_check: WriteCheck | None = None
         self._conn = apsw.Connection(self.path)
         try:
             self.version = load_core_extension(self._conn, self.extension)
@@ -223,9 +244,14 @@ class CoreConnection:
             self._depth = 1
             try:
                 queued_before = self._last_crud_id() if self._queue_ready else None
+                check = self._write_check
+                if check is not None:
+                    self._conn.execute(f"DELETE FROM {_BEFORE}")
                 yield self
                 if queued_before is not None:
-                    self._check_upload_limits(queued_before)
+                    queued = self._check_upload_limits(queued_before)
+                    if check is not None and queued:
+                        self._run_write_check(check, queued_before)
             except BaseException:
                 self._depth = 0
                 self._conn.execute("ROLLBACK")
@@ -241,9 +267,10 @@ class CoreConnection:
         last: int = self._scalar("SELECT ifnull(max(id), 0) FROM ps_crud")
         return last
 
-    def _check_upload_limits(self, queued_before: int) -> None:
+    def _check_upload_limits(self, queued_before: int) -> int:
         """The core gives each SQLite transaction one tx_id, and ps_crud ids only grow: this
-        transaction's queued changes are exactly the rows after `queued_before`."""
+        transaction's queued changes are exactly the rows after `queued_before`. Returns how
+        many there are."""
         count, size, largest = cast(
             tuple[int, int, int],
             self._conn.execute(
@@ -253,7 +280,7 @@ class CoreConnection:
             ).fetchall()[0],
         )
         if not count:
-            return
+            return 0
         size += count * limits.ENTRY_OVERHEAD
         largest += limits.ENTRY_OVERHEAD
         if count > limits.MAX_TRANSACTION_OPERATIONS or size > limits.MAX_QUEUED_BYTES:
@@ -277,6 +304,60 @@ class CoreConnection:
                 max_operations=limits.MAX_TRANSACTION_OPERATIONS,
                 max_bytes=limits.MAX_ENTRY_BYTES,
             )
+        return int(count)
+
+    def set_write_check(self, check: WriteCheck | None, history: Iterable[str] = ()) -> None:
+        """Runs `check` before every COMMIT that queued changes for upload; an exception it
+        raises rolls the transaction back. For the synced tables (views) named in `history`,
+        the rows a transaction writes are remembered as it found them (`previous`), by
+        temporary triggers that fire beside the core's own on the views, so only local writes
+        (never the rows sync applies) are recorded."""
+        with self.lock:
+            self._conn.execute(
+                f"CREATE TABLE IF NOT EXISTS {_BEFORE} (tbl TEXT NOT NULL, id TEXT NOT NULL,"
+                " data TEXT, PRIMARY KEY (tbl, id)) WITHOUT ROWID"
+            )
+            views = {
+                str(r[0])
+                for r in self._conn.execute(
+                    "SELECT name FROM sqlite_schema WHERE type = 'view'"
+                ).fetchall()
+            }
+            for name in history:
+                if name not in views or not _IDENTIFIER.match(name):
+                    continue
+                for event, row in (("INSERT", "NEW"), ("UPDATE", "OLD"), ("DELETE", "OLD")):
+                    self._conn.execute(
+                        f'CREATE TEMP TRIGGER IF NOT EXISTS "papyrus_before_{event}_{name}"'
+                        f' INSTEAD OF {event} ON main."{name}" FOR EACH ROW BEGIN'
+                        f" INSERT OR IGNORE INTO {_BEFORE} (tbl, id, data) SELECT '{name}',"
+                        f' {row}.id, (SELECT data FROM main."ps_data__{name}"'
+                        f" WHERE id = {row}.id); END"
+                    )
+            self._write_check = check
+
+    def _run_write_check(self, check: WriteCheck, queued_before: int) -> None:
+        entries = [
+            json.loads(str(data))
+            for (data,) in self._conn.execute(
+                "SELECT data FROM ps_crud WHERE id > ? ORDER BY id", (queued_before,)
+            ).fetchall()
+        ]
+        if entries:
+            check(TransactionWrites(entries, self.query, self._previous))
+
+    def _previous(self, table: str, row_id: str) -> dict[str, Any] | None:
+        rows = self._conn.execute(
+            f"SELECT data FROM {_BEFORE} WHERE tbl = ? AND id = ?", (table, row_id)
+        ).fetchall()
+        if not rows:  # not written through the view in this transaction: as it is now
+            rows = self._conn.execute(
+                f'SELECT data FROM main."ps_data__{table}" WHERE id = ?', (row_id,)
+            ).fetchall()
+        if not rows or rows[0][0] is None:
+            return None
+        data = json.loads(str(rows[0][0]))
+        return {"id": row_id, **data} if isinstance(data, dict) else None
 
     def _notify(self, changed: list[str], listeners: list[ChangeListener]) -> None:
         tables = frozenset(t for t in map(_visible_table, changed) if t)

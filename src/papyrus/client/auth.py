@@ -93,6 +93,9 @@ class UploadResult:
     status: str  # "applied" or "rejected"; "staged" for a part of a staged upload
     applied: int
     rejections: list[Rejection]
+    dropped: list[Rejection] = field(default_factory=list)
+    """Late writes to rows deleted meanwhile (on another device) that an applied transaction
+    left out (`row_deleted`, `parent_deleted`)."""
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> UploadResult:
@@ -100,6 +103,7 @@ class UploadResult:
             str(data.get("status", "applied")),
             int(data.get("applied", 0)),
             [Rejection.from_json(r) for r in data.get("rejections") or []],
+            [Rejection.from_json(r) for r in data.get("dropped") or []],
         )
 
 

@@ -30,6 +30,7 @@ from papyrus.client.errors import (
     PendingChangesError,
     TransientError,
 )
+from papyrus.client.library import Library
 from papyrus.client.provider import AuthProvider, AuthState, SignOutResult
 from papyrus.client.sync import SyncStatus
 
@@ -50,6 +51,9 @@ def install(app: typer.Typer) -> None:
     app.command("offline")(offline)
     app.add_typer(books_app, name="books")
     app.add_typer(sync_app, name="sync")
+    from papyrus.client import cli_library  # it builds on this module's helpers
+
+    cli_library.install(app)
 
 
 @contextmanager
@@ -348,17 +352,18 @@ def _books_table(books: list[Book]) -> Table:
 
 
 def _resolve(books: BookRepository, ref: str) -> Book:
-    """A book by full id or unambiguous id prefix (as `books list` shows them)."""
-    exact = books.get(ref)
-    if exact is not None:
-        return exact
-    rows = books.database.get_all("SELECT id FROM books WHERE id LIKE ? LIMIT 2", (ref + "%",))
-    if len(rows) != 1:
-        what = "several books" if rows else "no book"
-        raise NotFoundError(f"{what} with an id starting with {ref!r}")
-    book = books.get(rows[0]["id"])
-    assert book is not None
-    return book
+    """A book by full id, title or unambiguous id prefix (as `books list` shows ids)."""
+    return books.resolve(ref)
+
+
+def _series(library: Library, ref: str | None) -> str | None:
+    """The id of the series named (by id, id prefix or name); a new name makes a new series."""
+    if ref is None:
+        return None
+    try:
+        return library.series.resolve(ref).id
+    except NotFoundError:
+        return library.series.add(name=ref).id
 
 
 def _value(status: ReadingStatus | None) -> str | None:
@@ -375,6 +380,12 @@ FavOpt = Annotated[bool | None, typer.Option("--favorite/--not-favorite", help="
 RatingOpt = Annotated[int | None, typer.Option(min=1, max=5, help="Rating, 1 to 5.")]
 PagesOpt = Annotated[int | None, typer.Option("--pages", min=0, help="Page count.")]
 IsbnOpt = Annotated[str | None, typer.Option(help="ISBN-13.")]
+SeriesOpt = Annotated[
+    str | None, typer.Option(help="Series: id, id prefix or name (a new name makes one).")
+]
+SeriesNumberOpt = Annotated[
+    float | None, typer.Option("--series-number", help="Number in the series (1, 2.5).")
+]
 
 
 @books_app.command("add")
@@ -386,20 +397,26 @@ def books_add(
     rating: RatingOpt = None,
     pages: PagesOpt = None,
     isbn: IsbnOpt = None,
+    series: SeriesOpt = None,
+    series_number: SeriesNumberOpt = None,
 ) -> None:
     """Add a book."""
     with _client() as app:
-        book = app.library.add(
-            title,
-            **_fields(
-                author=author,
-                reading_status=_value(reading_status),
-                is_favorite=favorite,
-                rating=rating,
-                page_count=pages,
-                isbn13=isbn,
-            ),
-        )
+        library = app.library
+        with library.database.write_transaction():
+            book = library.add(
+                title,
+                **_fields(
+                    author=author,
+                    reading_status=_value(reading_status),
+                    is_favorite=favorite,
+                    rating=rating,
+                    page_count=pages,
+                    isbn13=isbn,
+                    series_id=_series(library, series),
+                    series_number=series_number,
+                ),
+            )
         console.print(f"Added [bold]{book.title}[/bold] ({book.id}).")
         _saved_note(app)
 
@@ -459,9 +476,15 @@ def books_show(book_id: Annotated[str, typer.Argument(help="Id or id prefix.")])
         except NotFoundError:
             _not_synced_note(app)
             raise
+        library = app.library
         table = Table(show_header=False, box=None)
         for name, value in book.to_dict().items():
+            if name == "series_id" and value is not None:
+                found = library.series.get(str(value))
+                value = f"{found.display_name} ({value})" if found else value
             table.add_row(name, "" if value in (None, [], {}) else str(value))
+        table.add_row("shelves", "; ".join(s.display_name for s in library.shelves_of(book)))
+        table.add_row("tags", "; ".join(t.display_name for t in library.tags_of(book)))
         console.print(table)
 
 
@@ -473,6 +496,8 @@ CLEARABLE = {
     "pages": "page_count",
     "current-page": "current_page",
     "isbn": "isbn13",
+    "series": "series_id",
+    "series-number": "series_number",
 }
 
 
@@ -486,6 +511,8 @@ def books_edit(
     rating: RatingOpt = None,
     pages: PagesOpt = None,
     current_page: Annotated[int | None, typer.Option(help="Current page.")] = None,
+    series: SeriesOpt = None,
+    series_number: SeriesNumberOpt = None,
     clear: Annotated[
         list[str] | None,
         typer.Option(
@@ -504,7 +531,10 @@ def books_edit(
         rating=rating,
         page_count=pages,
         current_page=current_page,
+        series_number=series_number,
     )
+    if series is not None:
+        changes["series_id"] = series  # resolved below, with the library open
     for name in clear or []:
         column = CLEARABLE.get(name)
         if column is None:
@@ -515,8 +545,12 @@ def books_edit(
             raise typer.Exit(2)
         changes[column] = None
     with _client() as app:
-        book = _resolve(app.library, book_id)
-        book = app.library.update(book.id, **changes)
+        library = app.library
+        with library.database.write_transaction():
+            book = _resolve(library, book_id)
+            if series is not None:
+                changes["series_id"] = _series(library, series)
+            book = library.update(book.id, **changes)
         console.print(f"Updated [bold]{escape(book.title or '')}[/bold].")
         _saved_note(app)
 
@@ -627,15 +661,20 @@ def sync_now(
                 result = app.sync_now(timeout, on_status=show)
         finally:
             app.powersync.disconnect()
-        if result.rejections:
-            table = Table("Op", "Row", "Code", "Message")
-            for r in result.rejections:
-                table.add_row(r.op or "", r.row_id or "", r.code or "", r.message or "")
-            console.print(
-                f"{len(result.rejections)} change(s) refused by the server "
-                "(its version of those rows was kept):"
-            )
-            console.print(table)
+        refused = [r for r in result.rejections if not r.dropped]
+        dropped = [r for r in result.rejections if r.dropped]
+        for shown, intro in (
+            (refused, "change(s) refused by the server (its version of those rows was kept)"),
+            (dropped, "change(s) were dropped: their row (or its book) was deleted meanwhile"),
+        ):
+            if shown:
+                table = Table("Op", "Table", "Row", "Code", "Message")
+                for r in shown:
+                    table.add_row(
+                        r.op or "", r.row_type or "", r.row_id or "", r.code or "", r.message or ""
+                    )
+                console.print(f"{len(shown)} {intro}:")
+                console.print(table)
         if not result.synced:
             err_console.print(f"[red]Sync did not finish:[/red] {result.error}")
             raise typer.Exit(1)

@@ -90,7 +90,7 @@ class PapyrusConnector:
             rejections = [Rejection(e.client_id, e.id, exc.code, exc.message) for e in tx.crud]
             result = UploadResult("rejected", 0, rejections)
         with database.write_transaction():
-            if result.status == "rejected" or result.rejections:
+            if result.status == "rejected" or result.rejections or result.dropped:
                 record_rejections(database, tx, result)
             tx.complete()
 
@@ -186,25 +186,42 @@ def staged_upload_id(client_id: str, tx: CrudTransaction) -> uuid.UUID:
 def record_rejections(
     database: PowerSyncDatabase, tx: CrudTransaction, result: UploadResult
 ) -> None:
-    """Keeps the server's verdicts in the local-only `upload_rejections` table (one log line
-    per transaction, however many of its changes were refused)."""
+    """Keeps the server's verdicts in the local-only `upload_rejections` table: the changes it
+    refused (the whole transaction was not applied) and the late changes it dropped from an
+    applied one (their row, or its parent, was deleted meanwhile). One log line per
+    transaction, however many of its changes were refused or dropped."""
     by_op = {e.client_id: e for e in tx.crud}
-    rejections = result.rejections or [
-        Rejection(e.client_id, e.id, "rejected", "the server rejected this change") for e in tx.crud
-    ]
-    first = rejections[0]
-    log.warning(
-        "upload rejected: transaction %s (%d changes) was not applied; %d rejection(s) recorded "
-        "in upload_rejections, the first: %s: %s (%s)",
-        tx.transaction_id,
-        len(tx.crud),
-        len(rejections),
-        first.code,
-        first.message,
-        first.id,
-    )
+    refused = list(result.rejections)
+    if result.status == "rejected" and not refused:
+        refused = [
+            Rejection(e.client_id, e.id, "rejected", "the server rejected this change")
+            for e in tx.crud
+        ]
+    if refused:
+        first = refused[0]
+        log.warning(
+            "upload rejected: transaction %s (%d changes) was not applied; %d rejection(s) "
+            "recorded in upload_rejections, the first: %s: %s (%s)",
+            tx.transaction_id,
+            len(tx.crud),
+            len(refused),
+            first.code,
+            first.message,
+            first.id,
+        )
+    if result.dropped:
+        first = result.dropped[0]
+        log.warning(
+            "upload applied without %d late change(s) to rows deleted meanwhile (transaction "
+            "%s), recorded in upload_rejections, the first: %s: %s (%s)",
+            len(result.dropped),
+            tx.transaction_id,
+            first.code,
+            first.message,
+            first.id,
+        )
     now = datetime.now(UTC).isoformat(timespec="seconds")
-    for r in rejections:
+    for r in [*refused, *result.dropped]:
         entry = by_op.get(r.op_id) if r.op_id is not None else None
         database.execute(
             "INSERT INTO upload_rejections"

@@ -26,12 +26,20 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import apsw
 
-from papyrus.client._core import CoreConnection, Params, Row, locate_core_extension
+from papyrus.client import validation
+from papyrus.client._core import (
+    CoreConnection,
+    Params,
+    Row,
+    TransactionWrites,
+    locate_core_extension,
+)
 from papyrus.client._interprocess import StatusFile, SyncLock, merge_live, pid_alive
 from papyrus.client.crud import CrudBatch, CrudEntry, CrudTransaction
 from papyrus.client.errors import LocalDatabaseError, NotFoundError
 from papyrus.client.schema import Schema
 from papyrus.client.sync import StatusTracker, StreamingSync, SyncOptions, SyncStatus
+from papyrus.contract import TABLES, Table
 
 if TYPE_CHECKING:
     from papyrus.client.connector import BackendConnector
@@ -156,6 +164,11 @@ class PowerSyncDatabase:
     Write through the views named by the schema (plain SQL works); the extension queues each
     change for upload. `connect()` starts syncing with a `BackendConnector` unless another
     process already syncs this database, in which case this one follows that process's status.
+
+    Every write transaction that queues changes of the synced tables is checked against the
+    sync contract before COMMIT (`papyrus.client.validation`): an invalid one raises
+    `ValidationError` and is rolled back, whichever API wrote it. `validate_writes=False`
+    turns that off (and the repositories' own checks), leaving the server to judge.
     """
 
     def __init__(
@@ -165,6 +178,7 @@ class PowerSyncDatabase:
         *,
         core_extension: str | os.PathLike[str] | None = None,
         poll_interval: float = DEFAULT_POLL_INTERVAL,
+        validate_writes: bool = True,
     ) -> None:
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -180,6 +194,8 @@ class PowerSyncDatabase:
         except BaseException:
             self._core.close()
             raise
+        self._validate_writes = False
+        self.validate_writes = validate_writes
         self._sync: StreamingSync | None = None
         self._connection: tuple[BackendConnector, SyncOptions] | None = None
         self._sync_lock = threading.RLock()
@@ -204,6 +220,31 @@ class PowerSyncDatabase:
     @property
     def core_version(self) -> str:
         return self._core.version
+
+    @property
+    def validate_writes(self) -> bool:
+        """Whether writes are checked against the sync contract before they are queued."""
+        return self._validate_writes
+
+    @validate_writes.setter
+    def validate_writes(self, enabled: bool) -> None:
+        synced = {t.name for t in self.schema.tables if not t.local_only}
+        history = [
+            t.name
+            for t in TABLES
+            if t.name in synced and (t.closed_by or any(c.immutable for c in t.columns))
+        ]
+        # A database without synced tables (the guest library) queues nothing to check.
+        checking = enabled and bool(synced & {t.name for t in TABLES})
+        self._core.set_write_check(self._check_writes if checking else None, history)
+        self._validate_writes = enabled
+
+    def _check_writes(self, writes: TransactionWrites) -> None:
+        def previous(table: Table, row_id: str) -> Row | None:
+            return writes.previous(table.name, row_id)
+
+        rows = validation.DatabaseRows(writes.query, previous)
+        validation.check_transaction(writes.entries, rows)
 
     def client_id(self) -> str:
         """This database's PowerSync client id (stable until the database is cleared)."""

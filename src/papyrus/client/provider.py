@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 
 from papyrus.client.auth import AuthApiClient, AuthRepository, User
-from papyrus.client.books import BookRepository, DataStore, RejectionRecord
+from papyrus.client.books import DataStore, RejectionRecord
 from papyrus.client.config import PapyrusApiConfig
 from papyrus.client.connector import PapyrusConnector
 from papyrus.client.database import PowerSyncDatabase
@@ -34,6 +34,7 @@ from papyrus.client.errors import (
     SignedOutError,
     TransientError,
 )
+from papyrus.client.library import Library
 from papyrus.client.schema import ACCOUNT_SCHEMA, GUEST_SCHEMA, Schema
 from papyrus.client.sync import SyncOptions, SyncStatus
 from papyrus.client.tokens import TokenStore
@@ -91,11 +92,14 @@ class PowerSyncService:
         auth: AuthRepository,
         options: SyncOptions | None = None,
         schema: Schema = ACCOUNT_SCHEMA,
+        *,
+        validate_writes: bool = True,
     ) -> None:
         self.config = config
         self.auth = auth
         self.options = options
         self.schema = schema
+        self.validate_writes = validate_writes
         self._database: PowerSyncDatabase | None = None
         self._lock = threading.RLock()
 
@@ -107,6 +111,7 @@ class PowerSyncService:
                     self.config.account_database_path,
                     self.schema,
                     core_extension=self.config.core_extension_path,
+                    validate_writes=self.validate_writes,
                 )
                 db.execute(
                     f"CREATE TABLE IF NOT EXISTS {_META_TABLE} (key TEXT PRIMARY KEY, value TEXT)"
@@ -196,8 +201,10 @@ class AuthProvider:
     """Signs users in and out and hands out the live library.
 
     `bootstrap()` restores a stored session (refreshing it with the server); `library` is the
-    `BookRepository` of whichever database is live. `schema` (the account database) and
-    `guest_schema` let an app add tables of its own to the two schemas.
+    `Library` of whichever database is live. `schema` (the account database) and
+    `guest_schema` let an app add tables of its own to the two schemas. Writes are checked
+    against the sync contract before they are queued; `validate_writes=False` leaves that to
+    the server (see `PowerSyncDatabase`).
     """
 
     def __init__(
@@ -211,6 +218,7 @@ class AuthProvider:
         auto_connect: bool = True,
         schema: Schema = ACCOUNT_SCHEMA,
         guest_schema: Schema = GUEST_SCHEMA,
+        validate_writes: bool = True,
     ) -> None:
         _require_tables(schema, "schema", "books", "upload_rejections")
         _require_tables(guest_schema, "guest_schema", "books")
@@ -224,7 +232,10 @@ class AuthProvider:
             client_type=config.client_type,
             device_label=config.device_label,
         )
-        self.powersync = PowerSyncService(config, self.auth, sync_options, schema)
+        self.validate_writes = validate_writes
+        self.powersync = PowerSyncService(
+            config, self.auth, sync_options, schema, validate_writes=validate_writes
+        )
         self.open_browser = open_browser
         self.auto_connect = auto_connect
         self.state = AuthState.SIGNED_OUT
@@ -248,6 +259,7 @@ class AuthProvider:
                     self.config.guest_database_path,
                     self.guest_schema,
                     core_extension=self.config.core_extension_path,
+                    validate_writes=self.validate_writes,
                 )
             return self._guest
 
@@ -259,9 +271,11 @@ class AuthProvider:
         return self.guest_database
 
     @property
-    def library(self) -> BookRepository:
+    def library(self) -> Library:
+        """The live database's library: its books (`library.add("Dune")`) and a repository
+        per table (`library.shelves`, `library.highlights`, ...)."""
         owner = self.user.id if self.state is AuthState.SIGNED_IN and self.user else None
-        return BookRepository(self.database, owner)
+        return Library(self.database, owner, device_label=self.config.device_label)
 
     @property
     def data_store(self) -> DataStore:

@@ -166,8 +166,28 @@ UPLOAD_REJECTIONS = Table(
     local_only=True,
 )
 
-ACCOUNT_SCHEMA = Schema([*SYNCED_TABLES, UPLOAD_REJECTIONS])
-"""The synced account database: every synced table, plus this device's upload rejections."""
+# The reading sessions this device has open, and where its reader last was in each: whether the
+# next progress extends a session is this device's knowledge, never synced. The id is the
+# session's.
+READING_ACTIVITY = Table(
+    "reading_activity",
+    [
+        Column.text("book_id"),
+        Column.text("last_at"),
+        Column.integer("page"),
+        Column.real("position"),
+    ],
+    local_only=True,
+)
 
-GUEST_SCHEMA = Schema([_from_contract(spec, local_only=True) for spec in client_tables()])
+ACCOUNT_SCHEMA = Schema([*SYNCED_TABLES, UPLOAD_REJECTIONS, READING_ACTIVITY])
+"""The synced account database: every synced table, plus this device's upload rejections and
+open reading sessions (both local-only)."""
+
+GUEST_TABLES: tuple[Table, ...] = tuple(
+    _from_contract(spec, local_only=True) for spec in client_tables()
+)
+"""Every synced table, local-only."""
+
+GUEST_SCHEMA = Schema([*GUEST_TABLES, READING_ACTIVITY])
 """The guest library: the same views, but local-only, so nothing is ever uploaded."""
