@@ -106,4 +106,3 @@ async def confirm_email_page() -> HTMLResponse:
         "Use this address",
         "The account now uses this address. You can close this page.",
     )
-

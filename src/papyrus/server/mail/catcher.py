@@ -34,6 +34,8 @@ class CaughtMail:
     recipients: tuple[str, ...]
     message: EmailMessage
     path: Path | None
+    tls: bool = False  # the message came over TLS (STARTTLS or implicit)
+    authenticated: bool = False  # the client logged in
     received_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     @property
@@ -56,11 +58,19 @@ class _Handler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or envelope.content
         assert isinstance(content, bytes)
-        self.catcher._received(envelope.mail_from or "", tuple(envelope.rcpt_tos), content)
+        self.catcher._received(
+            envelope.mail_from or "",
+            tuple(envelope.rcpt_tos),
+            content,
+            tls=session.ssl is not None,
+            authenticated=bool(session.authenticated),
+        )
         return "250 Message accepted for delivery"
 
 
 class MailCatcher:
+    handler_class: type[_Handler] = _Handler
+
     def __init__(
         self,
         directory: Path | None = None,
@@ -92,7 +102,7 @@ class MailCatcher:
         self._loop = loop
         self._thread = threading.Thread(target=loop.run_forever, name="mail-catcher", daemon=True)
         self._thread.start()
-        handler = _Handler(self)
+        handler = self.handler_class(self)
         kwargs = {"hostname": "localhost", **self.smtp_kwargs}
 
         async def listen() -> asyncio.Server:
@@ -133,7 +143,15 @@ class MailCatcher:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def _received(self, mail_from: str, recipients: tuple[str, ...], content: bytes) -> None:
+    def _received(
+        self,
+        mail_from: str,
+        recipients: tuple[str, ...],
+        content: bytes,
+        *,
+        tls: bool = False,
+        authenticated: bool = False,
+    ) -> None:
         message = message_from_bytes(content, policy=policy.default)
         assert isinstance(message, EmailMessage)
         path = None
@@ -143,7 +161,7 @@ class MailCatcher:
                 stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
                 path = self.directory / f"{stamp}-{time.monotonic_ns()}-{self._count}.eml"
                 path.write_bytes(content)
-            caught = CaughtMail(mail_from, recipients, message, path)
+            caught = CaughtMail(mail_from, recipients, message, path, tls, authenticated)
             self.messages.append(caught)
             self._changed.notify_all()
         if self.on_message is not None:

@@ -40,6 +40,8 @@ BATCH = 10
 MAX_RETRY_WAIT = 3600.0
 FAILED_RETENTION = timedelta(days=7)
 _SWEEP_INTERVAL = 3600.0
+# How long a stopping process lets a delivery in progress finish.
+_STOP_GRACE = 10.0
 
 
 def enqueue(
@@ -88,6 +90,9 @@ _CLAIM_SQL = text(
 )
 _NEXT_DUE_SQL = text("SELECT min(next_attempt_at) FROM mail_outbox WHERE status = 'pending'")
 _SENT_SQL = text("DELETE FROM mail_outbox WHERE id = :id")
+_UNCLAIM_SQL = text(
+    "UPDATE mail_outbox SET attempts = attempts - 1, next_attempt_at = now() WHERE id = :id"
+)
 _RETRY_SQL = text(
     """
     UPDATE mail_outbox SET next_attempt_at = now() + make_interval(secs => :wait),
@@ -125,6 +130,7 @@ class MailSender:
         self.sessions = sessions
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._swept_at = float("-inf")
 
     @property
@@ -141,19 +147,24 @@ class MailSender:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="mail-sender")
 
     async def stop(self) -> None:
-        """A delivery cut short here is retried by the next process once its lease expires."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Lets a delivery in progress finish (briefly); claimed messages not yet attempted are
+        handed back. A delivery cut short is retried once its lease expires."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stopping = True
+        self._wake.set()
+        done, _ = await asyncio.wait({task}, timeout=_STOP_GRACE)
+        if not done:
+            task.cancel()
+            await asyncio.wait({task}, timeout=_STOP_GRACE)
 
     def wake(self) -> None:
         """Called after a request committed a message: deliver it now, not at the next poll."""
         self._wake.set()
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 claimed, next_due = await self.deliver_due()
@@ -163,7 +174,7 @@ class MailSender:
                 else:
                     log.exception("mail outbox: unexpected failure")
                 claimed, next_due = 0, None
-            if claimed >= BATCH:
+            if claimed >= BATCH or self._stopping:
                 continue
             wait = self.settings.MAIL_POLL_SECONDS
             if next_due is not None:
@@ -180,6 +191,9 @@ class MailSender:
             rows = (await db.execute(_CLAIM_SQL, {"lease": lease, "batch": BATCH})).all()
             await db.commit()
         for row in rows:
+            if self._stopping:
+                await self._execute(_UNCLAIM_SQL, {"id": row.id})
+                continue
             await self._attempt(_Claimed(*row))
         async with self.sessions() as db:
             if time.monotonic() - self._swept_at > _SWEEP_INTERVAL:
