@@ -9,7 +9,7 @@ after its transaction committed.
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Request, Response, status
 from fastapi.responses import StreamingResponse
@@ -39,9 +39,9 @@ from papyrus.server.lifecycle.schemas import (
 )
 from papyrus.server.mail.outbox import MailSender
 
-_error = {"model": ErrorResponse}
-_errors = {400: _error, 401: _error, 422: _error, 429: _error}
-_proof_errors = {403: _error}
+_error: dict[str, Any] = {"model": ErrorResponse}
+_errors: dict[int | str, dict[str, Any]] = {400: _error, 401: _error, 422: _error, 429: _error}
+_proof_errors: dict[int | str, dict[str, Any]] = {403: _error}
 
 router = APIRouter(tags=["account lifecycle"], responses=_errors, dependencies=[AuthRateLimit])
 

@@ -47,8 +47,12 @@ async def deliver(settings: Settings, message: EmailMessage) -> None:
             timeout=settings.SMTP_TIMEOUT_SECONDS,
         )
     except aiosmtplib.SMTPRecipientsRefused as exc:
+        # Said without the address, which the error repeats: this text goes to the log.
         codes = [r.code for r in exc.recipients]
-        raise DeliveryError(_describe(exc), permanent=all(c >= 500 for c in codes)) from None
+        reasons = "; ".join(f"{r.code} {' '.join(r.message.split())}" for r in exc.recipients)
+        raise DeliveryError(
+            f"recipient refused: {reasons}"[:500], permanent=all(c >= 500 for c in codes)
+        ) from None
     except (aiosmtplib.SMTPSenderRefused, aiosmtplib.SMTPDataError) as exc:
         raise DeliveryError(_describe(exc), permanent=exc.code >= 500) from None
     except (aiosmtplib.SMTPException, OSError, ssl.SSLError) as exc:
