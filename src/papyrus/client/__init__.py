@@ -35,6 +35,7 @@ from papyrus.client.connector import BackendConnector, Credentials, PapyrusConne
 from papyrus.client.crud import CrudBatch, CrudEntry, CrudTransaction, UpdateType
 from papyrus.client.database import AsyncWatch, PowerSyncDatabase, UploadQueueStats, Watch
 from papyrus.client.errors import (
+    AccountDeletedError,
     ApiError,
     ConfigurationError,
     CoreExtensionError,
@@ -49,6 +50,7 @@ from papyrus.client.errors import (
     TransientError,
 )
 from papyrus.client.provider import (
+    AccountDeletion,
     AuthProvider,
     AuthState,
     PowerSyncService,
@@ -62,6 +64,8 @@ from papyrus.client.tokens import FileBackend, KeyringBackend, TokenStore
 __all__ = [
     "ACCOUNT_SCHEMA",
     "GUEST_SCHEMA",
+    "AccountDeletedError",
+    "AccountDeletion",
     "ApiError",
     "AsyncWatch",
     "AuthApiClient",
