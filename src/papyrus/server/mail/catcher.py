@@ -11,6 +11,7 @@ speak implicit TLS, so the tests can check the sender against each kind of serve
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import ssl
 import threading
@@ -98,6 +99,8 @@ class MailCatcher:
         """Listens (on `port`, or a free one when it is 0: read `self.port` afterwards)."""
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # aiosmtpd logs every SMTP command at INFO; each message is reported once instead.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
         loop = asyncio.new_event_loop()
         self._loop = loop
         self._thread = threading.Thread(target=loop.run_forever, name="mail-catcher", daemon=True)
