@@ -36,10 +36,11 @@ from papyrus.server.mail.smtp import DeliveryError, deliver
 
 log = logging.getLogger(__name__)
 
-BATCH = 10
+BATCH = 5
 MAX_RETRY_WAIT = 3600.0
 FAILED_RETENTION = timedelta(days=7)
 _SWEEP_INTERVAL = 3600.0
+_MIN_WAIT = 0.05
 # How long a stopping process lets a delivery in progress finish.
 _STOP_GRACE = 10.0
 
@@ -178,7 +179,9 @@ class MailSender:
                 continue
             wait = self.settings.MAIL_POLL_SECONDS
             if next_due is not None:
-                wait = min(wait, max(0.0, (next_due - datetime.now(UTC)).total_seconds()))
+                # At least a moment: a due row another process is claiming right now is skipped.
+                due_in = (next_due - datetime.now(UTC)).total_seconds()
+                wait = min(wait, max(_MIN_WAIT, due_in))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(wait):
                     await self._wake.wait()
@@ -186,7 +189,8 @@ class MailSender:
     async def deliver_due(self) -> tuple[int, datetime | None]:
         """Delivers (or gives up on) every message due now, up to a batch; returns how many it
         claimed and when the next pending one is due."""
-        lease = self._delivery_timeout() + 60
+        # Long enough for the whole batch, delivered one after the other.
+        lease = BATCH * self._delivery_timeout() + 60
         async with self.sessions() as db:
             rows = (await db.execute(_CLAIM_SQL, {"lease": lease, "batch": BATCH})).all()
             await db.commit()
