@@ -54,7 +54,7 @@ async def get_mail(request: Request) -> MailSender:
 MailDep = Annotated[MailSender, Depends(get_mail)]
 
 
-def _proof(request: Request, caller: CallerDep) -> service.Proof:
+async def _proof(request: Request, caller: CallerDep) -> service.Proof:
     return service.Proof(caller.user_id, caller.session_id, client_ip(request))
 
 
