@@ -25,6 +25,7 @@ from papyrus.devsync.cli import sync_service
 
 if TYPE_CHECKING:
     from papyrus.server.config import Settings
+    from papyrus.server.mail.catcher import CaughtMail, MailCatcher
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -80,6 +81,8 @@ db_app = typer.Typer(no_args_is_help=True, help="Database maintenance.")
 app.add_typer(db_app, name="db")
 keys_app = typer.Typer(no_args_is_help=True, help="PowerSync token signing keys.")
 app.add_typer(keys_app, name="keys")
+mail_app = typer.Typer(no_args_is_help=True, help="Outgoing mail.")
+app.add_typer(mail_app, name="mail")
 
 HostOpt = Annotated[str, typer.Option(help="Interface to listen on.")]
 PortOpt = Annotated[int, typer.Option(help="TCP port of the API.")]
@@ -235,16 +238,32 @@ def dev(
     ] = 8081,
     data_dir: DataDirOpt = None,
     no_migrate: NoMigrateOpt = False,
+    mail_port: Annotated[
+        int,
+        typer.Option(help="Port of the local mail catcher on 127.0.0.1 [default: any free one]."),
+    ] = 0,
+    no_mail_catcher: Annotated[
+        bool,
+        typer.Option(
+            "--no-mail-catcher", help="Send mail with the SMTP_* settings instead of catching it."
+        ),
+    ] = False,
 ) -> None:
-    """Run everything this repository can run on one machine: database, API, sync service."""
+    """Run everything this repository can run on one machine: database, API, sync service, and
+    a mail catcher that keeps every message under <data-dir>/mail and prints its links."""
     children: list[subprocess.Popen[bytes]] = []
     if port == sync_port:
         _die("dev", f"--port and --sync-port are both {port}; give them different ports")
     _check_port("dev", host, port, "--port")
     _check_port("dev", host, sync_port, "--sync-port")
+    if mail_port and not no_mail_catcher:
+        _check_port("dev", "127.0.0.1", mail_port, "--mail-port")
+    catcher = None
     with _startup_errors("dev"), _running_database(data_dir) as settings:
         try:
             _prepare(settings, migrate=not no_migrate)
+            if not no_mail_catcher:
+                catcher = _start_mail_catcher(Path(settings.DATA_DIR) / "mail", mail_port)
             me = [sys.executable, "-m", "papyrus.cli.main"]
             api_url = f"http://{_loopback(host)}:{port}"
             children.append(
@@ -272,6 +291,27 @@ def dev(
             _supervise(children)
         finally:
             _terminate(children)
+            if catcher is not None:
+                catcher.stop()
+
+
+def _start_mail_catcher(directory: Path, port: int) -> MailCatcher:
+    """Catches the dev API's mail: the API (started after this) sends to it over plain SMTP on
+    loopback; each message is kept as an .eml file and announced with its links."""
+    from papyrus.server.mail.catcher import MailCatcher
+
+    def announce(mail: CaughtMail) -> None:
+        typer.echo(f"mail to {', '.join(mail.recipients)}: {mail.subject}")
+        for link in mail.links:
+            typer.echo(f"  {link}")
+        typer.echo(f"  (kept in {mail.path})")
+
+    catcher = MailCatcher(directory, port=port, on_message=announce).start()
+    os.environ.update(SMTP_HOST="127.0.0.1", SMTP_PORT=str(catcher.port), SMTP_SECURITY="none")
+    for name in ("SMTP_USERNAME", "SMTP_PASSWORD", "SMTP_TLS_CA_FILE"):
+        os.environ[name] = ""
+    typer.echo(f"mail catcher on 127.0.0.1:{catcher.port}, messages kept in {directory}")
+    return catcher
 
 
 def _loopback(host: str) -> str:
@@ -347,6 +387,33 @@ def keys_rotate(
         "Restart the server processes to sign with the new key; tokens signed with the "
         "previous key stay valid until they expire."
     )
+
+
+@mail_app.command("outbox")
+@needs_server("mail outbox")
+def mail_outbox(data_dir: DataDirOpt = None) -> None:
+    """Messages not delivered yet: pending ones with their next attempt, failed ones with why
+    (a failed message is not sent again: its owner asks for a new link)."""
+    from papyrus.server.mail.outbox import list_outbox
+
+    with _startup_errors("mail outbox"), _running_database(data_dir) as settings:
+        entries = list_outbox(settings.database_url())
+    if not entries:
+        typer.echo("The outbox is empty: every message was delivered.")
+        return
+    for entry in entries:
+        when = (
+            f"failed {entry.failed_at:%Y-%m-%d %H:%M:%S}"
+            if entry.failed_at is not None
+            else f"next attempt {entry.next_attempt_at:%Y-%m-%d %H:%M:%S}"
+        )
+        typer.echo(
+            f"{entry.id:>6}  {entry.status:<7}  {entry.kind:<20}  {entry.recipient}  "
+            f"attempts {entry.attempts}  {when}"
+            + (f"  ({entry.last_error})" if entry.last_error else "")
+        )
+    failed = sum(entry.status == "failed" for entry in entries)
+    typer.echo(f"{len(entries) - failed} pending, {failed} failed")
 
 
 def _sigterm_as_ctrl_c() -> None:

@@ -38,6 +38,7 @@ from papyrus.client.connector import BackendConnector, Credentials, PapyrusConne
 from papyrus.client.crud import CrudBatch, CrudEntry, CrudTransaction, UpdateType
 from papyrus.client.database import AsyncWatch, PowerSyncDatabase, UploadQueueStats, Watch
 from papyrus.client.errors import (
+    AccountDeletedError,
     ApiError,
     ConfigurationError,
     CoreExtensionError,
@@ -54,6 +55,7 @@ from papyrus.client.errors import (
 from papyrus.client.goals import GoalProgress
 from papyrus.client.library import GoalRepository, Library, MembershipRepository, Progress
 from papyrus.client.provider import (
+    AccountDeletion,
     AuthProvider,
     AuthState,
     PowerSyncService,
@@ -84,6 +86,8 @@ __all__ = [
     "ACCOUNT_SCHEMA",
     "GUEST_SCHEMA",
     "RECORDS",
+    "AccountDeletedError",
+    "AccountDeletion",
     "ApiError",
     "AsyncWatch",
     "AuthApiClient",

@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import http.server
 import logging
+import os
 import secrets
 import threading
 import time
@@ -15,11 +16,18 @@ import urllib.parse
 import webbrowser
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 
-from papyrus.client.errors import ApiError, SignedOutError, SignInError, TransientError
+from papyrus.client.errors import (
+    AccountDeletedError,
+    ApiError,
+    SignedOutError,
+    SignInError,
+    TransientError,
+)
 from papyrus.client.tokens import TokenStore
 
 log = logging.getLogger(__name__)
@@ -30,6 +38,8 @@ T = TypeVar("T")
 # which saves the round trip of a 401.
 REFRESH_AHEAD_SECONDS = 30.0
 GOOGLE_CALLBACK_PORT = 43821
+# The server's error code (and the sign-out reason) when the session's account was deleted.
+ACCOUNT_DELETED = "account_deleted"
 GOOGLE_CALLBACK_PATH = "/auth/callback"
 
 
@@ -43,6 +53,15 @@ class User:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> User:
         return cls(str(data["id"]), data.get("email", ""), data.get("display_name", ""), data)
+
+    @property
+    def email_verified(self) -> bool:
+        return bool(self.raw.get("email_verified"))
+
+    @property
+    def has_password(self) -> bool:
+        """False for an account that signs in with Google only (as far as the server said)."""
+        return bool(self.raw.get("has_password", True))
 
 
 @dataclass(frozen=True)
@@ -234,6 +253,80 @@ class AuthApiClient:
         )
         return rejections
 
+    # -- the account lifecycle (docs/account-lifecycle.md) ----------------------------------
+
+    def verify_email(self, token: str) -> dict[str, Any]:
+        """Confirms the address with a mailed link's token: `{email, email_verified}`."""
+        return dict(self._request("POST", "/v1/auth/verify-email", json={"token": token}).json())
+
+    def resend_verification(self, access: str) -> str:
+        resp = self._request("POST", "/v1/auth/verify-email/resend", access=access)
+        return str(resp.json()["message"])
+
+    def forgot_password(self, email: str) -> str:
+        """Asks for a reset link; the answer is the same whether or not the account exists."""
+        resp = self._request("POST", "/v1/auth/password/forgot", json={"email": email})
+        return str(resp.json()["message"])
+
+    def reset_password(
+        self, token: str, new_password: str, client_type: str, device_label: str | None = None
+    ) -> TokenResponse:
+        """Sets the password with a reset link's token; every session of the account ends and
+        the returned tokens are a new one, for this device."""
+        body = {"token": token, "new_password": new_password}
+        return self._tokens("/v1/auth/password/reset", _client(body, client_type, device_label))
+
+    def change_password(self, access: str, current_password: str, new_password: str) -> int:
+        """Returns how many other sessions were ended (this one stays)."""
+        body = {"current_password": current_password, "new_password": new_password}
+        resp = self._request("POST", "/v1/auth/password/change", access=access, json=body)
+        return int(resp.json()["sessions_revoked"])
+
+    def change_email(self, access: str, new_email: str, password: str | None = None) -> str:
+        body: dict[str, Any] = {"new_email": new_email}
+        if password is not None:
+            body["password"] = password
+        resp = self._request("POST", "/v1/users/me/email", access=access, json=body)
+        return str(resp.json()["message"])
+
+    def confirm_email_change(self, token: str) -> dict[str, Any]:
+        resp = self._request("POST", "/v1/auth/email/confirm-change", json={"token": token})
+        return dict(resp.json())
+
+    def delete_account(self, access: str, password: str | None = None) -> None:
+        body = {} if password is None else {"password": password}
+        self._request("DELETE", "/v1/users/me", access=access, json=body)
+
+    def export_account(self, access: str, path: Path) -> int:
+        """Streams the account's export into `path` (readable by its owner only, written whole
+        or not at all); returns its size in bytes."""
+        path = Path(path)
+        partial = path.with_name(f".{path.name}.partial")
+        url = self.base_url + "/v1/users/me/export"
+        try:
+            with self.http.stream(
+                "GET", url, headers={"Authorization": f"Bearer {access}"}, timeout=300
+            ) as resp:
+                if resp.status_code >= 400:
+                    resp.read()
+                    if resp.status_code >= 500 or resp.status_code == 429:
+                        raise _transient_error(resp, "/v1/users/me/export")
+                    raise _api_error(resp)
+                fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                size = 0
+                with os.fdopen(fd, "wb") as out:
+                    for chunk in resp.iter_bytes():
+                        out.write(chunk)
+                        size += len(chunk)
+        except httpx.TransportError as exc:
+            partial.unlink(missing_ok=True)
+            raise TransientError(f"cannot reach the Papyrus API at {self.base_url}: {exc}") from exc
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        partial.replace(path)
+        return size
+
     def google_start_url(self, redirect_uri: str, code_challenge: str | None = None) -> str:
         """The URL to open in the browser; `code_challenge` is an S256 PKCE challenge."""
         params = {"redirect_uri": redirect_uri}
@@ -399,6 +492,14 @@ class AuthRepository:
         tokens = self.api.exchange_code(code, self.client_type, self.device_label, code_verifier)
         return self._adopt(tokens, check)
 
+    def reset_password(
+        self, token: str, new_password: str, *, check: SignInCheck | None = None
+    ) -> User:
+        """Sets the password with a reset link's token and signs this device in (the reset
+        ended every other session of the account)."""
+        tokens = self.api.reset_password(token, new_password, self.client_type, self.device_label)
+        return self._adopt(tokens, check)
+
     def sign_in_with_google(
         self,
         open_browser: Callable[[str], Any] = webbrowser.open,
@@ -506,6 +607,9 @@ class AuthRepository:
         try:
             tokens = self.api.refresh(stored)
         except ApiError as exc:
+            if exc.code == ACCOUNT_DELETED:
+                self.sign_out_locally(ACCOUNT_DELETED)
+                raise AccountDeletedError(f"the account has been deleted: {exc.message}") from exc
             self.sign_out_locally("session_expired")
             raise SignedOutError(f"the session has ended: {exc.message}") from exc
         self._accept(tokens)
@@ -530,6 +634,9 @@ class AuthRepository:
         except ApiError as exc:
             if not exc.is_unauthorized:
                 raise
+            if exc.code == ACCOUNT_DELETED:  # definite: a refresh cannot help
+                self.sign_out_locally(ACCOUNT_DELETED)
+                raise AccountDeletedError(f"the account has been deleted: {exc.message}") from exc
         return call(self.refresh(stale=token))
 
     def me(self) -> User:
@@ -548,6 +655,23 @@ class AuthRepository:
 
     def server_rejections(self) -> list[dict[str, Any]]:
         return self.authorized(self.api.rejections)
+
+    def resend_verification(self) -> str:
+        return self.authorized(self.api.resend_verification)
+
+    def change_password(self, current_password: str, new_password: str) -> int:
+        return self.authorized(
+            lambda access: self.api.change_password(access, current_password, new_password)
+        )
+
+    def change_email(self, new_email: str, password: str | None = None) -> str:
+        return self.authorized(lambda access: self.api.change_email(access, new_email, password))
+
+    def delete_account(self, password: str | None = None) -> None:
+        self.authorized(lambda access: self.api.delete_account(access, password))
+
+    def export_account(self, path: Path) -> int:
+        return self.authorized(lambda access: self.api.export_account(access, path))
 
 
 class _CallbackHandler(http.server.BaseHTTPRequestHandler):

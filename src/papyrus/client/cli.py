@@ -8,7 +8,9 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import parse_qs, urlsplit
 
 import apsw
 import httpx
@@ -24,6 +26,7 @@ from papyrus.client.books import Book, BookFilter, BookRepository, BookSort, Rea
 from papyrus.client.config import PapyrusApiConfig
 from papyrus.client.database import PowerSyncDatabase
 from papyrus.client.errors import (
+    AccountDeletedError,
     ApiError,
     NotFoundError,
     PapyrusClientError,
@@ -39,6 +42,11 @@ err_console = Console(stderr=True)
 
 books_app = typer.Typer(no_args_is_help=True, help="Your library (works offline).")
 sync_app = typer.Typer(no_args_is_help=True, help="Syncing the library with the server.")
+password_app = typer.Typer(no_args_is_help=True, help="Forgotten and changed passwords.")
+email_app = typer.Typer(no_args_is_help=True, help="The account's email address.")
+account_app = typer.Typer(
+    no_args_is_help=True, help="Deleting the account, or exporting what the server holds."
+)
 
 
 def install(app: typer.Typer) -> None:
@@ -51,6 +59,9 @@ def install(app: typer.Typer) -> None:
     app.command("offline")(offline)
     app.add_typer(books_app, name="books")
     app.add_typer(sync_app, name="sync")
+    app.add_typer(password_app, name="password")
+    app.add_typer(email_app, name="email")
+    app.add_typer(account_app, name="account")
     from papyrus.client import cli_library  # it builds on this module's helpers
 
     cli_library.install(app)
@@ -63,8 +74,15 @@ def _client(*, verify: bool = False) -> Iterator[AuthProvider]:
     and exit code 1, never a traceback."""
     try:
         with AuthProvider(PapyrusApiConfig.from_environment(), auto_connect=False) as app:
-            app.bootstrap(verify=verify)
-            yield app
+            noted: list[bool] = []
+            try:
+                app.bootstrap(verify=verify)
+                _deletion_note(app, noted)
+                yield app
+            finally:
+                _deletion_note(app, noted)
+    except AccountDeletedError:
+        raise typer.Exit(1) from None  # the note above said what happened
     except PapyrusClientError as exc:
         _fail(error_text(exc))
     except OSError as exc:
@@ -74,6 +92,15 @@ def _client(*, verify: bool = False) -> Iterator[AuthProvider]:
         _fail(f"the local database failed: {exc}")
     except KeyringError as exc:
         _fail(f"the system keyring failed: {exc}. PAPYRUS_TOKEN_STORE=file avoids the keyring.")
+
+
+def _deletion_note(app: AuthProvider, noted: list[bool]) -> None:
+    """Once per command: the account turned out to be deleted, and what that removed here
+    (the one case where unsent changes are discarded: said, never silent)."""
+    deletion = app.account_deletion
+    if deletion is not None and not noted:
+        noted.append(True)
+        err_console.print(f"[yellow]{escape(deletion.describe())}[/yellow]", soft_wrap=True)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -129,18 +156,25 @@ PasswordStdinOpt = Annotated[
 ]
 
 
-def _password(from_stdin: bool, *, confirm: bool = False) -> str:
-    """From stdin (`--password-stdin`), `PAPYRUS_PASSWORD`, or a hidden prompt; never from the
-    command line, where other users and the shell history would see it."""
+def _password(
+    from_stdin: bool,
+    *,
+    confirm: bool = False,
+    prompt: str = "Password",
+    env: str = "PAPYRUS_PASSWORD",
+) -> str:
+    """From stdin (`--password-stdin`, one line per password asked), the variable `env`, or a
+    hidden prompt; never from the command line, where other users and the shell history would
+    see it."""
     if from_stdin:
         line = sys.stdin.readline().rstrip("\r\n")
         if not line:
-            raise PapyrusClientError("--password-stdin: standard input held no password")
+            raise PapyrusClientError(f"--password-stdin: standard input held no {prompt.lower()}")
         return line
-    from_env = os.environ.get("PAPYRUS_PASSWORD")
+    from_env = os.environ.get(env)
     if from_env:
         return from_env
-    typed: str = typer.prompt("Password", hide_input=True, confirmation_prompt=confirm)
+    typed: str = typer.prompt(prompt, hide_input=True, confirmation_prompt=confirm)
     return typed
 
 
@@ -734,3 +768,143 @@ def sync_rejections(
             console.print("No rejected changes.")
             return
         console.print(table)
+
+
+# -- passwords, the address, the account ----------------------------------------------------
+
+LinkArg = Annotated[
+    str, typer.Argument(help="The link from the mail (quote it), or just its token.")
+]
+
+
+def _link_token(link: str) -> str:
+    """The token of a mailed link (in its fragment, or a query for links rewritten by a mail
+    client), or `link` itself when it is a bare token."""
+    parts = urlsplit(link.strip())
+    for part in (parts.fragment, parts.query):
+        token = parse_qs(part).get("token")
+        if token:
+            return token[0]
+    return link.strip()
+
+
+@password_app.command("forgot")
+def password_forgot(email: EmailOpt) -> None:
+    """Mail a single-use link (30 minutes) to reset the password of the account with EMAIL."""
+    with _client() as app:
+        console.print(app.forgot_password(email))
+        console.print("Open the link in a browser, or run `papyrus password reset '<link>'`.")
+
+
+@password_app.command("reset")
+def password_reset(
+    link: LinkArg, password_stdin: PasswordStdinOpt = False, discard_pending: DiscardOpt = False
+) -> None:
+    """Choose a new password with a reset link: every device is signed out, this one signs in.
+    The new password is asked for (hidden), or read from PAPYRUS_PASSWORD or standard input."""
+    with _client() as app, _unless_pending(app, "password reset"):
+        password = _password(password_stdin, confirm=True, prompt="New password")
+        user = app.reset_password(_link_token(link), password, discard_pending=discard_pending)
+        console.print(
+            "Password changed; every other device was signed out. "
+            f"Signed in as [bold]{escape(user.email)}[/bold]."
+        )
+
+
+@password_app.command("change")
+def password_change(password_stdin: PasswordStdinOpt = False) -> None:
+    """Change the password: this device stays signed in, every other one is signed out. Asks
+    for the current and the new password (hidden), or reads PAPYRUS_PASSWORD and
+    PAPYRUS_NEW_PASSWORD, or with --password-stdin the first two lines of standard input."""
+    with _client(verify=True) as app:
+        _signed_in(app)
+        current = _password(password_stdin, prompt="Current password")
+        new = _password(
+            password_stdin, confirm=True, prompt="New password", env="PAPYRUS_NEW_PASSWORD"
+        )
+        revoked = app.change_password(current, new)
+        console.print(
+            f"Password changed. {revoked} other device(s) signed out; this one stays signed in."
+        )
+
+
+@email_app.command("verify")
+def email_verify(link: LinkArg) -> None:
+    """Confirm the account's address with the link mailed to it."""
+    with _client() as app:
+        result = app.verify_email(_link_token(link))
+        console.print(f"Confirmed: {escape(str(result['email']))}.")
+
+
+@email_app.command("resend")
+def email_resend() -> None:
+    """Mail a new confirmation link to the signed-in account's address."""
+    with _client(verify=True) as app:
+        _signed_in(app)
+        console.print(app.resend_verification())
+
+
+@email_app.command("change")
+def email_change(
+    new_email: Annotated[str, typer.Option(prompt="New email", help="The new address.")],
+    password_stdin: PasswordStdinOpt = False,
+) -> None:
+    """Change the account's address: a link goes to the new one, and the change happens when
+    it is opened (`papyrus email confirm`). Asks for the password; an account without one
+    (Google only) needs a Google sign-in within the last few minutes instead."""
+    with _client(verify=True) as app:
+        _signed_in(app)
+        password = _password(password_stdin) if app.user and app.user.has_password else None
+        console.print(app.change_email(new_email, password))
+
+
+@email_app.command("confirm")
+def email_confirm(link: LinkArg) -> None:
+    """Make the new address the account's, with the link mailed to it."""
+    with _client() as app:
+        result = app.confirm_email_change(_link_token(link))
+        console.print(f"The account now uses {escape(str(result['email']))}.")
+
+
+@account_app.command("delete")
+def account_delete(
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    password_stdin: PasswordStdinOpt = False,
+) -> None:
+    """Delete the account and everything in it, on every device, for good. Asks for
+    confirmation and the password (hidden, PAPYRUS_PASSWORD or --password-stdin); an account
+    without a password (Google only) needs a Google sign-in within the last few minutes."""
+    with _client(verify=True) as app:
+        _signed_in(app)
+        assert app.user is not None
+        email = app.user.email
+        err_console.print(
+            f"This deletes the account [bold]{escape(email)}[/bold] and everything in it: "
+            "every book and note, on every device. It cannot be undone.",
+            soft_wrap=True,
+        )
+        pending = app.pending_changes()
+        if pending:
+            err_console.print(
+                f"{pending} change(s) made on this device have not been uploaded; they are "
+                "deleted too.",
+                soft_wrap=True,
+            )
+        if not yes and not typer.confirm("Delete the account?", default=False, err=True):
+            err_console.print("Nothing was deleted.")
+            raise typer.Exit(1)
+        password = _password(password_stdin) if app.user.has_password else None
+        app.delete_account(password)
+        console.print(f"The account {escape(email)} was deleted.")
+
+
+@account_app.command("export")
+def account_export(
+    file: Annotated[Path, typer.Argument(help="Where to write the JSON document.")],
+) -> None:
+    """Download everything the server holds about the account (profile, sessions, every synced
+    row) as one JSON document, readable by you only."""
+    with _client(verify=True) as app:
+        _signed_in(app)
+        size = app.export_account(file)
+        console.print(f"Exported the account's data to {escape(str(file))} ({size:,} bytes).")

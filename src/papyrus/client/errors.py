@@ -67,6 +67,18 @@ class SignedOutError(PapyrusClientError):
     """No usable session: the user never signed in, signed out, or the session was revoked."""
 
 
+class AccountDeletedError(SignedOutError):
+    """The account no longer exists on the server (deleted, from this device or another).
+
+    The client has signed out and cleared its copy of the account's data: this is the one case
+    where changes not yet uploaded cannot be kept, since there is no account left to upload
+    them to. `discarded` says how many there were (also `AuthProvider.account_deletion`)."""
+
+    def __init__(self, message: str, discarded: int = 0) -> None:
+        super().__init__(message)
+        self.discarded = discarded
+
+
 class OfflineModeError(PapyrusClientError):
     """The operation needs the server, but the client is in offline mode."""
 

@@ -6,6 +6,10 @@ offline mode, or another account signing in. None of those deletes changes that 
 uploaded unless the caller says so (`discard_pending=True`); a session that ends by itself
 (revoked, expired) keeps the account database for the same user's next sign-in. Guest records
 are never merged into an account.
+
+The one exception is an account that no longer exists (deleted here or on another device): its
+database is cleared with whatever waited to upload, since there is no account left to upload
+to, and `account_deletion` says how many changes that discarded.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any
 
 import httpx
 
-from papyrus.client.auth import AuthApiClient, AuthRepository, User
+from papyrus.client.auth import ACCOUNT_DELETED, AuthApiClient, AuthRepository, User
 from papyrus.client.books import DataStore, RejectionRecord
 from papyrus.client.config import PapyrusApiConfig
 from papyrus.client.connector import PapyrusConnector
@@ -76,6 +80,27 @@ class SyncResult:
     timed_out: bool = False
     rejections: tuple[RejectionRecord, ...] = ()
     """Changes the server refused during this sync; its version of those rows was kept."""
+
+
+@dataclass(frozen=True)
+class AccountDeletion:
+    """The signed-in account was deleted (from this device or another) and its data removed
+    from this device."""
+
+    email: str | None
+    discarded_changes: int
+    """Local changes that had not been uploaded and were discarded with the account's data:
+    there is no account left to upload them to."""
+
+    def describe(self) -> str:
+        whose = f"The account {self.email}" if self.email else "The account"
+        text = f"{whose} has been deleted; its data was removed from this device."
+        if self.discarded_changes:
+            text += (
+                f" {self.discarded_changes} change(s) made here had not been uploaded and were"
+                " discarded, because the account no longer exists."
+            )
+        return text
 
 
 # How long a health probe may take, and how often a sync that keeps failing probes again.
@@ -172,15 +197,17 @@ class PowerSyncService:
             if self._database is not None:
                 self._database.disconnect()
 
-    def clear(self, *, discard_pending: bool = False, action: str = "clearing") -> None:
+    def clear(self, *, discard_pending: bool = False, action: str = "clearing") -> int:
         """Stops syncing and deletes every synced row, queued write and local rejection, so
         that they are gone from the file too (not only unlinked). Raises PendingChangesError,
         deleting nothing, if changes wait to upload and `discard_pending` is not set: the check
-        and the clear are one transaction, so a write cannot slip in between."""
+        and the clear are one transaction, so a write cannot slip in between. Returns how many
+        queued changes were discarded."""
         with self._lock:
             db = self.database
             db.disconnect()
             with db.write_transaction():
+                discarded = self.pending_changes()
                 if not discard_pending:
                     refusal = self.pending_error(action)
                     if refusal is not None:
@@ -189,6 +216,7 @@ class PowerSyncService:
                 db.execute(f"DELETE FROM {_META_TABLE} WHERE key = 'owner'")
             if not db.scrub():
                 log.warning("another process kept the account database's WAL from being emptied")
+            return discarded
 
     def close(self) -> None:
         with self._lock:
@@ -243,6 +271,9 @@ class AuthProvider:
         self._guest: PowerSyncDatabase | None = None
         self._lock = threading.RLock()
         self._signed_out = threading.Event()
+        self._deleting = False
+        self.account_deletion: AccountDeletion | None = None
+        """Set once the signed-in account turned out to be deleted (see `AccountDeletion`)."""
         self.auth.on_signed_out(self._session_ended)
 
     # -- state and databases ----------------------------------------------------------------
@@ -352,6 +383,67 @@ class AuthProvider:
         """Changes made in the account database that have not reached the server yet (they
         survive a session that ended by itself, for the same user's next sign-in)."""
         return self.powersync.pending_changes()
+
+    # -- the account lifecycle (docs/account-lifecycle.md) ---------------------------------
+
+    def verify_email(self, token: str) -> dict[str, Any]:
+        """Confirms an address with the token of its mailed link (no sign-in needed)."""
+        return self.api.verify_email(token)
+
+    def resend_verification(self) -> str:
+        self._require_signed_in()
+        return self.auth.resend_verification()
+
+    def forgot_password(self, email: str) -> str:
+        """Asks for a reset link; the server answers the same whether or not the account
+        exists, so the message says "if"."""
+        self._require_online()
+        return self.api.forgot_password(email)
+
+    def reset_password(
+        self, token: str, new_password: str, *, discard_pending: bool = False
+    ) -> User:
+        """Sets a new password with a reset link's token and signs this device in (as
+        `sign_in()` does, with the same refusal to drop another account's unsent changes)."""
+        self._require_online()
+        check = self._sign_in_check(discard_pending)
+        user = self.auth.reset_password(token, new_password, check=check)
+        return self._signed_in(user, discard_pending)
+
+    def change_password(self, current_password: str, new_password: str) -> int:
+        """Returns how many other sessions (devices) were signed out; this one stays."""
+        self._require_signed_in()
+        return self.auth.change_password(current_password, new_password)
+
+    def change_email(self, new_email: str, password: str | None = None) -> str:
+        """Mails a confirmation link to `new_email`; `password` may be left out right after a
+        Google sign-in."""
+        self._require_signed_in()
+        return self.auth.change_email(new_email, password)
+
+    def confirm_email_change(self, token: str) -> dict[str, Any]:
+        return self.api.confirm_email_change(token)
+
+    def delete_account(self, password: str | None = None) -> AccountDeletion:
+        """Deletes the signed-in account on the server (needs its password, or a Google sign-in
+        within the last few minutes), then signs out and clears this device's copy of its data,
+        including changes not uploaded yet (counted in the result). Other devices find out on
+        their next refresh. Nothing changes here if the server refuses."""
+        with self._lock:
+            self._require_signed_in()
+            email = self.user.email if self.user else None
+            self._deleting = True
+            try:
+                self.auth.delete_account(password)
+                self.auth.sign_out_locally(ACCOUNT_DELETED)
+                return self._clear_deleted_account(email)
+            finally:
+                self._deleting = False
+
+    def export_account(self, path: Path) -> int:
+        """Writes everything the server holds about the account to `path` (JSON, 0600)."""
+        self._require_signed_in()
+        return self.auth.export_account(path)
 
     def sign_out(
         self, *, all_devices: bool = False, discard_pending: bool = False
@@ -474,6 +566,12 @@ class AuthProvider:
         if self.offline_mode:
             raise OfflineModeError("offline mode is on; turn it off to sign in")
 
+    def _require_signed_in(self) -> None:
+        if self.state is AuthState.OFFLINE:
+            raise OfflineModeError("offline mode is on; turn it off and sign in first")
+        if self.state is not AuthState.SIGNED_IN:
+            raise SignedOutError("not signed in")
+
     def _refuse_if_pending(self, action: str, discard_pending: bool) -> None:
         if not discard_pending:
             refusal = self.powersync.pending_error(action)
@@ -523,17 +621,43 @@ class AuthProvider:
     def _session_ended(self, reason: str) -> None:
         """A session ended by itself (revoked, expired): stop syncing, keep the account
         database and its queue for the same user's next sign-in."""
-        if reason == "logout":
-            return  # sign_out() and set_offline_mode() clean up themselves
-        log.info("the session ended (%s); signing out, keeping unsent changes", reason)
+        if reason == "logout" or (reason == ACCOUNT_DELETED and self._deleting):
+            return  # sign_out(), set_offline_mode() and delete_account() clean up themselves
+        email = self.user.email if self.user else None
         self.state = AuthState.SIGNED_OUT
         self.user = None
+        if reason == ACCOUNT_DELETED:
+            log.info("the account was deleted; signing out and clearing its data")
+
+            def finish() -> None:
+                self._clear_deleted_account(email)
+        else:
+            log.info("the session ended (%s); signing out, keeping unsent changes", reason)
+            finish = self._disconnect_after_session_end
         if threading.current_thread() is threading.main_thread():
-            self._disconnect_after_session_end()
+            finish()
         else:  # possibly inside the sync loop, which the disconnect must stop and wait for
-            threading.Thread(
-                target=self._disconnect_after_session_end, name="papyrus-signout"
-            ).start()
+            threading.Thread(target=finish, name="papyrus-signout").start()
+
+    def _clear_deleted_account(self, email: str | None) -> AccountDeletion:
+        """The account is gone: its data goes, unsent changes included (they cannot be
+        uploaded anywhere), and `account_deletion` says how many there were."""
+        with self._lock:
+            self.state = AuthState.SIGNED_OUT
+            self.user = None
+            owner = self.powersync.owner() if self.powersync.has_data() else None
+            pending = self.powersync.pending_changes()
+            if owner is None and not pending and self.account_deletion is not None:
+                self._signed_out.set()
+                return self.account_deletion  # already cleared (two threads found out)
+            discarded = 0
+            if owner is not None or pending:
+                discarded = self.powersync.clear(discard_pending=True)
+            deletion = AccountDeletion(email or (owner or {}).get("email"), discarded)
+            self.account_deletion = deletion
+            log.warning("%s", deletion.describe())
+            self._signed_out.set()
+            return deletion
 
     def _disconnect_after_session_end(self) -> None:
         self.powersync.disconnect()

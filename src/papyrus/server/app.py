@@ -26,7 +26,11 @@ from papyrus.server.errors import (
     install_error_handlers,
 )
 from papyrus.server.hotdb import create_hot_pools
+from papyrus.server.lifecycle.export import CONCURRENT_EXPORTS
+from papyrus.server.lifecycle.pages import pages_router
+from papyrus.server.lifecycle.router import router as lifecycle_router
 from papyrus.server.logs import install_log_redaction
+from papyrus.server.mail.outbox import MailSender
 from papyrus.server.middleware import BodyLimit, CatchAll
 from papyrus.server.oauth.router import oauth_router
 from papyrus.server.powersync.keys import load_keyset
@@ -54,12 +58,16 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.engine = engine
         app.state.hot_pools = hot_pools
         app.state.session_factory = session_factory(engine)
+        app.state.mail = MailSender(settings, app.state.session_factory)
+        app.state.export_slots = asyncio.Semaphore(CONCURRENT_EXPORTS)
         if settings.is_production:  # a bad PowerSync key fails the start, not the first request
             app.state.powersync_keys = load_keyset(settings)
         await hot_pools.open()
+        app.state.mail.start()
         try:
             yield
         finally:
+            await app.state.mail.stop()
             await hot_pools.close()
             await engine.dispose()
 
@@ -82,8 +90,16 @@ def create_app(settings: Settings) -> FastAPI:
 
     # Routers sit directly under the app (no nested `/v1` router): each level of nesting costs
     # every request a walk through it. The hot token routes come first.
-    for router in (powersync_router, auth_router, users_router, oauth_router, sync_router):
+    for router in (
+        powersync_router,
+        auth_router,
+        users_router,
+        lifecycle_router,
+        oauth_router,
+        sync_router,
+    ):
         app.include_router(router, prefix="/v1")
+    app.include_router(pages_router)
     app.include_router(_health_router())
     _document_raw_bodies(app)
     return app

@@ -111,6 +111,76 @@ class Settings(BaseSettings):
 
     # --- end OAuth ---
 
+    # --- Mail: outgoing SMTP and the account links it carries (see docs/account-lifecycle.md) ---
+    # Unset: nothing is sent; messages wait in the outbox (`papyrus mail outbox`) until it is set.
+    # `papyrus dev` points it at its local mail catcher.
+    SMTP_HOST: str | None = None
+    SMTP_PORT: int = Field(default=587, ge=1, le=65535)
+    # "starttls" (submission, port 587), "tls" (implicit TLS, port 465), "none" (loopback only).
+    SMTP_SECURITY: Literal["starttls", "tls", "none"] = "starttls"
+    SMTP_USERNAME: str | None = None
+    SMTP_PASSWORD: SecretStr | None = None
+    # A PEM bundle of certificate authorities to trust instead of the system's (a private relay).
+    SMTP_TLS_CA_FILE: Path | None = None
+    SMTP_TIMEOUT_SECONDS: float = Field(default=30.0, gt=0, le=600)
+    MAIL_FROM: str = "Papyrus <no-reply@localhost>"
+    # Links in mail point here instead of PUBLIC_BASE_URL (an app's web origin or universal-link
+    # domain, so mobile apps can open them); the paths are /account/verify-email and so on.
+    APP_LINK_BASE_URL: str | None = None
+    # Delivery attempts before a message is marked failed; the wait doubles after each attempt,
+    # from MAIL_RETRY_BASE_SECONDS up to an hour.
+    MAIL_MAX_ATTEMPTS: int = Field(default=8, ge=1, le=100)
+    MAIL_RETRY_BASE_SECONDS: float = Field(default=30.0, gt=0, le=3600)
+    # How often each server process looks for mail queued by another process.
+    MAIL_POLL_SECONDS: float = Field(default=5.0, gt=0, le=3600)
+    # Mails with a link (verification, reset, address change) per recipient address per hour.
+    RATE_LIMIT_MAIL_PER_ADDRESS_PER_HOUR: int = Field(default=5, ge=1)
+    # A Google sign-in this recent (on the same session) confirms deleting the account or
+    # changing its address, like the password does.
+    RECENT_AUTH_SECONDS: int = Field(default=300, ge=30, le=86400)
+
+    @field_validator(
+        "SMTP_HOST",
+        "SMTP_USERNAME",
+        "SMTP_PASSWORD",
+        "APP_LINK_BASE_URL",
+        "SMTP_TLS_CA_FILE",
+        mode="before",
+    )
+    @classmethod
+    def _blank_mail_setting_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("APP_LINK_BASE_URL")
+    @classmethod
+    def _check_link_base(cls, value: str | None) -> str | None:
+        if value is not None:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.netloc or parts.query:
+                raise ValueError(f"not a base URL like https://read.example.com: {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_mail(self) -> Settings:
+        if bool(self.SMTP_USERNAME) != bool(self.SMTP_PASSWORD):
+            raise ValueError("set both SMTP_USERNAME and SMTP_PASSWORD, or neither")
+        loopback = self.SMTP_HOST in (None, "localhost") or _is_loopback(self.SMTP_HOST or "")
+        if (
+            self.SMTP_SECURITY == "none"
+            and not loopback
+            and (self.is_production or self.SMTP_PASSWORD)
+        ):
+            raise ValueError(
+                "SMTP_SECURITY=none sends mail (and any SMTP password) in clear text: use "
+                "starttls or tls for a relay that is not on this machine"
+            )
+        return self
+
+    def link_base_url(self) -> str:
+        return (self.APP_LINK_BASE_URL or self.PUBLIC_BASE_URL).rstrip("/")
+
+    # --- end Mail ---
+
     # --- PowerSync: token signing keys and replication (see docs/deployment.md) ---
     POWERSYNC_JWT_AUDIENCE: str = Field(default="powersync", min_length=1)
     # The PowerSync service refuses tokens that live longer than a day.
@@ -233,3 +303,10 @@ def dev_secret(data_dir: Path, name: str, nbytes: int = 32) -> str:
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_urlsafe(nbytes))
     return path.read_text().strip()
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -3,5 +3,7 @@
 
 def import_all_models() -> None:
     from papyrus.server.accounts import models as _accounts  # noqa: F401
+    from papyrus.server.lifecycle import models as _lifecycle  # noqa: F401
+    from papyrus.server.mail import models as _mail  # noqa: F401
     from papyrus.server.oauth import models as _oauth  # noqa: F401
     from papyrus.server.sync import models as _sync  # noqa: F401

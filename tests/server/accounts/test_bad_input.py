@@ -192,10 +192,10 @@ def test_request_bodies_are_strictly_typed(client: TestClient, sql, path: str, b
 def test_options_and_405_name_every_method_of_the_path(client: TestClient) -> None:
     options = client.options("/v1/users/me")
     assert options.status_code == 204
-    assert options.headers["allow"] == "GET, OPTIONS, PATCH"
-    wrong = client.delete("/v1/users/me")
+    assert options.headers["allow"] == "DELETE, GET, OPTIONS, PATCH"
+    wrong = client.put("/v1/users/me", json={})
     _assert_error_shape(wrong, 405, "method_not_allowed")
-    assert wrong.headers["allow"] == "GET, PATCH"
+    assert wrong.headers["allow"] == "DELETE, GET, PATCH"
     sessions = client.options("/v1/auth/sessions/00000000-0000-0000-0000-000000000000")
     assert sessions.headers["allow"] == "DELETE, OPTIONS"
     _assert_error_shape(client.options("/v1/nothing-here"), 404, "not_found")

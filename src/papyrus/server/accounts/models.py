@@ -37,6 +37,10 @@ class User(Base):
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now(), nullable=False
     )
 
+    @property
+    def has_password(self) -> bool:
+        return self.password_hash is not None
+
 
 class AuthSession(Base):
     """One sign-in on one device; every refresh token descends from exactly one."""
@@ -55,6 +59,9 @@ class AuthSession(Base):
     )
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_reason: Mapped[str | None] = mapped_column(String(32))
+    # When this session last signed in with Google: a recent one confirms deleting the account
+    # or changing its address, as the password would (see `lifecycle`).
+    google_authenticated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class RefreshToken(Base):

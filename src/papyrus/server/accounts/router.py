@@ -27,6 +27,7 @@ from papyrus.server.accounts.schemas import (
     UserUpdate,
 )
 from papyrus.server.errors import ErrorResponse
+from papyrus.server.lifecycle import service as lifecycle
 
 _errors: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorResponse},
@@ -52,11 +53,14 @@ async def register(
     settings: SettingsDep,
     limits: LimitsPoolDep,
 ) -> TokenResponse:
-    """Create an email/password account and sign it in."""
+    """Create an email/password account and sign it in; a link to confirm the address is
+    mailed (in the same transaction as the account, so a crash cannot lose it)."""
     user = await service.create_user(
         db, email=body.email, password=body.password, display_name=body.display_name
     )
+    await lifecycle.queue_verification(db, settings, user)
     tokens = await service.start_session(db, settings, user, body.client_type, body.device_label)
+    request.app.state.mail.wake()
     await ratelimit.record_login_success(
         limits, body.email, client_ip(request), settings.RATE_LIMIT_LOGIN_KNOWN_SOURCE_DAYS
     )

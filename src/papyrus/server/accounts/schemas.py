@@ -97,6 +97,8 @@ class UserPublic(BaseModel):
     id: uuid.UUID
     email: str
     email_verified: bool
+    # False for an account that signs in with Google only (a reset link can set a first one).
+    has_password: bool
     display_name: str
     avatar_url: str | None
     created_at: datetime

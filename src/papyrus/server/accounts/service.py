@@ -46,6 +46,13 @@ class InvalidRefreshToken(Unauthorized):
     message = "The refresh token is invalid, expired or revoked; sign in again."
 
 
+class AccountDeleted(Unauthorized):
+    """The session's account no longer exists: the device should drop its copy of the data."""
+
+    code = "account_deleted"
+    message = "This account has been deleted."
+
+
 async def user_public(db: AsyncSession, user: User) -> UserPublic:
     public = UserPublic.model_validate(user)
     identities = await db.scalars(
@@ -98,10 +105,16 @@ async def start_session(
     user: User,
     client_type: ClientType,
     device_label: str | None,
+    *,
+    google: bool = False,
 ) -> TokenResponse:
-    """Opens a new session for `user` and commits; the shared tail of every sign-in."""
+    """Opens a new session for `user` and commits; the shared tail of every sign-in. `google`:
+    the sign-in was a Google one (a recent one confirms sensitive changes, see `lifecycle`)."""
     auth_session = AuthSession(
-        user_id=user.id, client_type=client_type.value, device_label=device_label
+        user_id=user.id,
+        client_type=client_type.value,
+        device_label=device_label,
+        google_authenticated_at=datetime.now(UTC) if google else None,
     )
     db.add(auth_session)
     await db.flush()
@@ -123,7 +136,7 @@ async def login(db: AsyncSession, email: str, password: str) -> User:
 async def get_user(db: AsyncSession, user_id: uuid.UUID) -> User:
     user = await db.get(User, user_id)
     if user is None:  # deleted since the token was checked
-        raise Unauthorized("The session has ended; sign in again.", code="session_revoked")
+        raise AccountDeleted()
     return user
 
 
@@ -144,7 +157,8 @@ _ROTATE_SQL = """
     issued AS (
         INSERT INTO refresh_tokens (id, session_id, token_hash, expires_at)
         SELECT %(new_id)s, claimed.session_id, %(new_hash)s, %(expires_at)s FROM claimed)
-    SELECT claimed.session_id, u.id, u.email, u.email_verified, u.display_name, u.avatar_url,
+    SELECT claimed.session_id, u.id, u.email, u.email_verified,
+           u.password_hash IS NOT NULL AS has_password, u.display_name, u.avatar_url,
            u.created_at,
            (SELECT json_agg(json_build_object(
                        'provider', i.provider, 'email', i.email, 'linked_at', i.created_at)
@@ -157,6 +171,9 @@ _PRESENTED_SQL = """
     FROM refresh_tokens t JOIN auth_sessions s ON s.id = t.session_id
     WHERE t.token_hash = %(presented)s
     """
+_DELETED_ACCOUNT_SQL = (
+    "SELECT 1 FROM deleted_account_tokens WHERE token_hash = %(presented)s AND expires_at > now()"
+)
 _REVOKE_FOR_REUSE_SQL = """
     UPDATE auth_sessions SET revoked_at = now(), revoked_reason = 'refresh_token_reuse'
     WHERE id = %(session_id)s AND revoked_at IS NULL
@@ -186,16 +203,28 @@ async def refresh(pool: Pool, settings: Settings, presented: str) -> TokenRespon
     return _tokens(settings, user, session_id, refresh_token)
 
 
-_USER_COLUMNS = ("id", "email", "email_verified", "display_name", "avatar_url", "created_at")
+_USER_COLUMNS = (
+    "id",
+    "email",
+    "email_verified",
+    "has_password",
+    "display_name",
+    "avatar_url",
+    "created_at",
+)
 
 
 async def _refused_refresh(conn: AsyncConnection, presented_hash: bytes) -> None:
-    """Why the rotation claimed nothing; an already-used token revokes its session."""
-    found = await (await conn.execute(_PRESENTED_SQL, {"presented": presented_hash})).fetchone()
+    """Why the rotation claimed nothing; an already-used token revokes its session, and a token
+    whose account was deleted says so."""
+    params = {"presented": presented_hash}
+    found = await (await conn.execute(_PRESENTED_SQL, params)).fetchone()
     if found is not None:
         session_id, used_at, expires_at, revoked_at = found
         if revoked_at is None and expires_at > datetime.now(UTC) and used_at is not None:
             await conn.execute(_REVOKE_FOR_REUSE_SQL, {"session_id": session_id})
+    elif await (await conn.execute(_DELETED_ACCOUNT_SQL, params)).fetchone():
+        raise AccountDeleted()
     raise InvalidRefreshToken()
 
 
@@ -204,6 +233,7 @@ _LIVE_SESSION_SQL = (
     " WHERE id = %(session_id)s AND user_id = %(user_id)s AND revoked_at IS NULL"
 )
 _TOUCH_SESSION_SQL = "UPDATE auth_sessions SET last_seen_at = now() WHERE id = %(session_id)s"
+_USER_EXISTS_SQL = "SELECT 1 FROM users WHERE id = %(user_id)s"
 
 
 async def authenticate(pool: Pool, settings: Settings, token: str) -> tuple[uuid.UUID, uuid.UUID]:
@@ -216,6 +246,9 @@ async def authenticate(pool: Pool, settings: Settings, token: str) -> tuple[uuid
     async with pool.connection() as conn:
         row = await (await conn.execute(_LIVE_SESSION_SQL, params)).fetchone()
         if row is None:
+            # A validly signed token whose user is gone: user ids are never reused.
+            if await (await conn.execute(_USER_EXISTS_SQL, params)).fetchone() is None:
+                raise AccountDeleted()
             raise Unauthorized("The session has ended; sign in again.", code="session_revoked")
         if datetime.now(UTC) - row[0] > _LAST_SEEN_RESOLUTION:
             await conn.execute(_TOUCH_SESSION_SQL, params)

@@ -307,7 +307,7 @@ async def exchange_code(
     user = await db.get(User, spent.user_id)
     if user is None:
         raise InvalidCode()
-    return await accounts.start_session(db, settings, user, client_type, device_label)
+    return await accounts.start_session(db, settings, user, client_type, device_label, google=True)
 
 
 async def complete_link(
