@@ -266,6 +266,9 @@ def dev(
                 catcher = _start_mail_catcher(Path(settings.DATA_DIR) / "mail", mail_port)
             me = [sys.executable, "-m", "papyrus.cli.main"]
             api_url = f"http://{_loopback(host)}:{port}"
+            if "PUBLIC_BASE_URL" not in settings.model_fields_set:
+                # Mailed links and the Google callback point at this API, whatever its port.
+                os.environ["PUBLIC_BASE_URL"] = _browser_url(host, port)
             children.append(
                 subprocess.Popen(
                     [*me, "serve", "--no-migrate", "--host", host, "--port", str(port)]
@@ -316,6 +319,16 @@ def _start_mail_catcher(directory: Path, port: int) -> MailCatcher:
 
 def _loopback(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "::") else host
+
+
+def _browser_url(host: str, port: int) -> str:
+    """Where a browser on this machine reaches the API: `localhost` for a loopback or
+    wildcard address, the name the documented Google redirect URI and the client use."""
+    if host in ("127.0.0.1", "::1", "0.0.0.0", "::", "localhost"):
+        host = "localhost"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 @db_app.command("upgrade")
