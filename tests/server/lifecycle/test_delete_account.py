@@ -3,73 +3,28 @@ and every signed-in device hears `account_deleted`."""
 
 from __future__ import annotations
 
-import re
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from fastapi.testclient import TestClient
 
+from papyrus import contract
 from papyrus.server.mail.catcher import MailCatcher
 from tests.conftest import bearer, register
 from tests.mailbox import mail_to
-
-PASSWORD = "correct horse battery"
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-Sql = Callable[..., list[tuple[Any, ...]]]
+from tests.server.lifecycle.account_data import (
+    PASSWORD,
+    book,
+    fill_account,
+    footprint,
+    rows_mentioning,
+    upload,
+)
 
 
 def _delete(client: TestClient, access: str, password: str | None = PASSWORD) -> Any:
     body = {} if password is None else {"password": password}
     return client.request("DELETE", "/v1/users/me", json=body, headers=bearer(access))
-
-
-def _tables(sql: Sql) -> list[str]:
-    """Every table of the database, in every schema but PostgreSQL's own: a table added later
-    (by any migration) is scanned without changing this test."""
-    rows = sql(
-        "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables"
-        " WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1"
-    )
-    return [name for (name,) in rows]
-
-
-def rows_mentioning(sql: Sql, needles: set[str]) -> dict[str, list[str]]:
-    """The rows (as text) of every table that contain any of `needles`, by table."""
-    found: dict[str, list[str]] = {}
-    patterns = [f"%{needle}%" for needle in needles]
-    for table in _tables(sql):
-        rows = sql(f"SELECT t::text FROM {table} t WHERE t::text ILIKE ANY(%s)", (patterns,))
-        if rows:
-            found[table] = [row for (row,) in rows]
-    return found
-
-
-def footprint(sql: Sql, user_id: str, email: str) -> set[str]:
-    """The user's id and address, and every id in a row that mentions either (the user's
-    sessions, tokens, rows, uploads...), so rows that point at those (a session's refresh
-    tokens) are caught too."""
-    needles = {user_id, email}
-    for rows in rows_mentioning(sql, needles).values():
-        for row in rows:
-            needles.update(_UUID.findall(row))
-    return needles
-
-
-def _upload(client: TestClient, access: str, body: dict[str, Any], path: str = "") -> Any:
-    return client.post(f"/v1/sync/powersync-upload{path}", json=body, headers=bearer(access))
-
-
-def _book(book_id: str, title: str, op_id: int = 1) -> dict[str, Any]:
-    return {
-        "op": "PUT",
-        "type": "books",
-        "id": book_id,
-        "op_id": op_id,
-        "tx_id": 1,
-        "data": {"title": title},
-    }
 
 
 def test_deleting_needs_recent_proof(client: TestClient, sql) -> None:
@@ -127,61 +82,15 @@ def test_nothing_of_the_user_remains_in_any_table(
     client: TestClient, mailbox: MailCatcher, sql
 ) -> None:
     """Every table of the database is scanned for the user's id, address and the ids of
-    everything that was theirs; tables added by later migrations are covered without a change
-    here. Only the bare hashes of the refresh tokens that were live remain (no id, no address:
-    they let devices hear `account_deleted`)."""
-    me = register(client, email="ada@example.com", password=PASSWORD, device_label="Laptop")
+    everything that was theirs; tables added by later migrations, and synced tables added to
+    the contract, are covered without a change here. Only the bare hashes of the refresh tokens
+    that were live remain (no id, no address: they let devices hear `account_deleted`)."""
+    me = fill_account(client, mailbox, sql, "ada@example.com")
     access, user_id = me["access_token"], me["user"]["id"]
-    client.post(
-        "/v1/auth/login",
-        json={"email": "ada@example.com", "password": PASSWORD, "client_type": "mobile"},
-    )
-    client.post(
-        "/v1/auth/login",
-        json={"email": "ada@example.com", "password": "a wrong guess", "client_type": "cli"},
-    )
-    mail_to(mailbox, "ada@example.com", "verify")
-    # Synced rows, a rejected upload and a staged part of a larger one.
-    book = str(uuid.uuid4())
-    assert _upload(client, access, {"batch": [_book(book, "Dune")]}).status_code == 200
-    bad = {"batch": [{**_book(str(uuid.uuid4()), ""), "op_id": 2}]}
-    assert _upload(client, access, bad).json()["status"] == "rejected"
-    part = {
-        "upload_id": str(uuid.uuid4()),
-        "index": 0,
-        "count": 2,
-        "tx_id": 3,
-        "batch": [_book(str(uuid.uuid4()), "Part one", 3)],
-    }
-    assert _upload(client, access, part, "/parts").status_code == 202
-    # Pending links and mail: a reset, an address change, an undeliverable message.
-    client.post("/v1/auth/password/forgot", json={"email": "ada@example.com"})
-    client.post(
-        "/v1/users/me/email",
-        json={"new_email": "ada.new@example.com", "password": PASSWORD},
-        headers=bearer(access),
-    )
-    sql(
-        "INSERT INTO mail_outbox (user_id, kind, recipient, subject, status, failed_at)"
-        " VALUES (%s, 'verify_email', 'ada@example.com', 'x', 'failed', now())",
-        (user_id,),
-    )
-    # A linked Google identity and an unfinished Google flow.
-    sql(
-        "INSERT INTO oauth_identities (id, user_id, provider, subject, email)"
-        " VALUES (gen_random_uuid(), %s, 'google', 'ada-sub', 'ada@example.com')",
-        (user_id,),
-    )
-    sql(
-        "INSERT INTO oauth_states (id, state_hash, provider, purpose, user_id, redirect_uri,"
-        " code_verifier, nonce, expires_at) VALUES (gen_random_uuid(), %s, 'google', 'link',"
-        " %s, 'http://127.0.0.1:43821/auth/callback', 'v', 'n', now() + interval '5 minutes')",
-        (uuid.uuid4().bytes + uuid.uuid4().bytes, user_id),
-    )
     # Someone else, who must keep everything.
     bob = register(client, email="bob@example.com", password=PASSWORD)
     bobs_book = str(uuid.uuid4())
-    _upload(client, bob["access_token"], {"batch": [_book(bobs_book, "Bob's")]})
+    upload(client, bob["access_token"], {"batch": [book(bobs_book, "Bob's")]})
 
     needles = footprint(sql, user_id, "ada@example.com")
     before = rows_mentioning(sql, needles)
@@ -195,11 +104,13 @@ def test_nothing_of_the_user_remains_in_any_table(
         "public.login_known_sources",
         "public.oauth_identities",
         "public.oauth_states",
-        "public.books",
+        "public.oauth_codes",
         "public.sync_rejections",
         "public.sync_upload_parts",
+        "public.sync_tombstones",
+        *(f"public.{table.name}" for table in contract.TABLES),
     }
-    assert expected <= set(before), sorted(set(before))
+    assert expected <= set(before), sorted(expected - set(before))
 
     assert _delete(client, access).status_code == 204
 

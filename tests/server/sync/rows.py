@@ -100,6 +100,27 @@ def chain(
     return rows
 
 
+def one_of_each() -> list[Row]:
+    """One full valid row of every synced table, in declaration order (a table references only
+    tables before it), each referencing the row made for the table it references (no second
+    parent, so no per-user uniqueness rule trips) and leaving self-references empty."""
+    made: dict[str, Row] = {}
+    for table in contract.TABLES:
+        data: dict[str, Any] = {}
+        for column in table.columns:
+            if column.server_set or column.name == table.closed_by:
+                continue
+            if column.references is None:
+                data[column.name] = value(column)
+            elif column.references != table.name:
+                data[column.name] = made[column.references].id
+        row_id = table.derived_id(data) or str(uuid.uuid4())
+        _, problems = contract.validate_row(table, contract.PUT, row_id, data)
+        assert problems == [], problems
+        made[table.name] = Row(table, row_id, data)
+    return list(made.values())
+
+
 def patchable(table: Table) -> contract.Column | None:
     """A column a PATCH may change (not immutable, not a reference, not the server's)."""
     for column in table.columns:

@@ -64,6 +64,13 @@ _SECTIONS: tuple[tuple[str, str], ...] = (
            FROM login_known_sources WHERE email = :email ORDER BY last_success_at""",
     ),
     (
+        # Failed password sign-ins for the address (kept a day): the owner's typos, or someone
+        # guessing; the same sources a sign-in limit counts.
+        "login_failures",
+        """SELECT json_build_object('source', source, 'failed_at', failed_at)::text
+           FROM login_failures WHERE email = :email ORDER BY failed_at, id""",
+    ),
+    (
         "pending_links",
         """SELECT json_build_object('purpose', purpose, 'email', email,
                                     'created_at', created_at, 'expires_at', expires_at)::text
@@ -87,6 +94,15 @@ _SECTIONS: tuple[tuple[str, str], ...] = (
                                     'created_at', created_at)::text
            FROM sync_upload_parts WHERE user_id = :user_id ORDER BY upload_id, part_index""",
     ),
+    (
+        # Ids of synced rows deleted in the last `TOMBSTONE_DAYS` (late writes to them are
+        # dropped): which of the account's rows are gone, not what they held.
+        "sync_tombstones",
+        """SELECT json_build_object('table', table_name, 'row_id', row_id,
+                                    'deleted_at', deleted_at)::text
+           FROM sync_tombstones WHERE user_id = :user_id
+           ORDER BY deleted_at, table_name, row_id""",
+    ),
 )
 
 
@@ -100,10 +116,12 @@ class ExportDocument(BaseModel):
     identities: list[dict[str, Any]]
     sessions: list[dict[str, Any]]
     sign_in_sources: list[dict[str, Any]]
+    login_failures: list[dict[str, Any]]
     pending_links: list[dict[str, Any]]
     unsent_mail: list[dict[str, Any]]
     sync_rejections: list[dict[str, Any]]
     staged_uploads: list[dict[str, Any]]
+    sync_tombstones: list[dict[str, Any]]
     tables: dict[str, list[dict[str, Any]]] = Field(
         description="Every synced table declared in the contract: the account's rows, as stored."
     )

@@ -185,7 +185,8 @@ async def delete_account(
 )
 async def export_account(request: Request, caller: CallerDep) -> StreamingResponse:
     """Everything the server holds about the account as one JSON document: profile,
-    identities, sessions, sign-in sources, rejections and every synced row."""
+    identities, sessions, sign-in sources and failures, pending links and mail, rejections,
+    staged uploads, deleted row ids and every synced row."""
     state = request.app.state
     document = export.spool()
     try:
