@@ -13,12 +13,14 @@ from typer.testing import CliRunner
 
 from papyrus.cli.main import app as cli
 from papyrus.client import AccountDeletedError, AuthProvider, AuthState
+from papyrus.devsync.storage import StorageWriter
 from papyrus.server.config import Settings
 from papyrus.server.mail.catcher import MailCatcher
 from tests.client.conftest import eventually
 from tests.client.stack import Stack
 from tests.conftest import make_settings
 from tests.mailbox import mail_to, mails_to, smtp_settings, token_of
+from tests.server.lifecycle.account_data import rows_mentioning
 
 PASSWORD = "correct horse battery"
 NEW = "a brand new passphrase"
@@ -90,6 +92,49 @@ def test_deleting_the_account_clears_every_device_and_says_what_was_lost(stack: 
     # Nothing of the account is left on the server's side of the stack.
     assert stack.sql("SELECT count(*) FROM users") == [(0,)]
     assert stack.sql("SELECT count(*) FROM books") == [(0,)]
+
+
+def test_what_the_development_sync_service_keeps_of_a_deleted_account(stack: Stack) -> None:
+    """As docs/account-lifecycle.md says: until its next compaction the dev service's operation
+    log still holds the deleted rows whole (their PUTs, then the REMOVEs); compaction strips
+    them to one CLEAR per bucket, whose name (like the write checkpoints' key) is the user id."""
+    laptop = stack.client("laptop")
+    laptop.register("ada@example.com", PASSWORD, "Ada")
+    laptop.library.add("Dune")
+    eventually(lambda: laptop.pending_changes() == 0)
+    [(user_id,)] = stack.sql("SELECT id::text FROM users")
+    laptop.delete_account(PASSWORD)
+    mine = f"%{user_id}%"
+
+    def kept() -> dict[str, list[str]]:
+        found = rows_mentioning(stack.sql, {user_id, "Dune"})
+        return {table: rows for table, rows in found.items() if table.startswith("powersync_dev.")}
+
+    eventually(
+        lambda: stack.sql(
+            "SELECT 1 FROM powersync_dev.ops WHERE op = 'REMOVE' AND bucket LIKE %s", (mine,)
+        ),
+        timeout=20,
+    )
+    before = kept()
+    assert set(before) == {
+        "powersync_dev.ops",
+        "powersync_dev.buckets",
+        "powersync_dev.write_checkpoints",
+    }
+    assert any("Dune" in row for row in before["powersync_dev.ops"])  # the row, whole
+
+    writer = StorageWriter(stack.sync_settings.conninfo, stack.sync_settings.schema)
+    try:
+        writer.compact()
+    finally:
+        writer.close()
+    after = kept()
+    assert set(after) == set(before)
+    assert not any("Dune" in row for rows in after.values() for row in rows)
+    assert {
+        op for (op,) in stack.sql("SELECT op FROM powersync_dev.ops WHERE bucket LIKE %s", (mine,))
+    } == {"CLEAR"}
 
 
 def test_a_device_without_proof_cannot_delete(stack: Stack) -> None:
