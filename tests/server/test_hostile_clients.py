@@ -170,7 +170,7 @@ def test_a_client_that_does_not_read_responses_holds_no_database_connection(
                 return (app.state.engine.pool.checkedout(),) if watch.sending else None
 
             (checked_out,) = wait_for(
-                lambda: watch.look(stuck), what="the server waiting for the client to read"
+                lambda: watch.look(stuck), 60, "the server waiting for the client to read"
             )
             assert checked_out == 0
             held = sql(
