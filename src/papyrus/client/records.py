@@ -12,7 +12,7 @@ from __future__ import annotations
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import Field, dataclass, field, fields
 from typing import Any, ClassVar, Self, TypeVar
 
 from papyrus import contract
@@ -44,6 +44,9 @@ class Record:
 
     id: str
 
+    # Every record class is a dataclass: declared here so `dataclasses.fields` accepts any record.
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
+
     _readers: ClassVar[tuple[tuple[str, Callable[[Any], Any]], ...]] = ()
 
     @classmethod
@@ -52,7 +55,7 @@ class Record:
         return cls(**{name: read(row.get(name)) for name, read in cls._readers})
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @property
     def display_name(self) -> str:
@@ -101,7 +104,7 @@ def record(
 
     def bind(cls: type[R]) -> type[R]:
         hints = typing.get_type_hints(cls)
-        names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+        names = [f.name for f in fields(cls)]
         expected = [ID, OWNER, *table.column_names]
         missing = [n for n in expected if n not in names]
         extra = [n for n in names if n not in expected]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -16,14 +18,18 @@ from fastapi.testclient import TestClient
 
 from papyrus.server.app import create_app
 from papyrus.server.oauth.service import browser_cookie_name
-from tests.conftest import LiveServer, free_port
+from tests.conftest import LiveServer, bearer, free_port, register
 from tests.server.oauth.conftest import (
     APP_CALLBACK,
     Flow,
     OpenIdProvider,
     oauth_settings,
+    pkce,
     redirect_query,
 )
+
+_CHALLENGE = pkce()[1]["code_challenge"]
+_CALLBACK_Q = quote(APP_CALLBACK, safe="")
 
 
 def table_counts(sql) -> dict[str, int]:
@@ -167,6 +173,82 @@ def test_concurrent_callbacks_with_one_state_mint_one_code(
     assert all(r.status_code == 400 for r in responses if r not in redirects)
     assert provider.token_requests == 1
     assert sql("SELECT count(*) FROM oauth_codes") == [(1,)]
+
+
+# --- text PostgreSQL cannot store ---------------------------------------------------------------
+
+# In a JSON body: NUL, and an unpaired surrogate as the JSON escape \ud800 (valid JSON).
+_UNSTORABLE_JSON = {"nul": "nul\\u0000here", "lone-surrogate": "\\ud800"}
+# In a query string: NUL, and the UTF-8 bytes of a surrogate.
+_UNSTORABLE_QUERY = {"nul": "nul%00here", "lone-surrogate": "%ED%A0%80"}
+
+
+@pytest.mark.parametrize("bad", _UNSTORABLE_JSON.values(), ids=list(_UNSTORABLE_JSON))
+@pytest.mark.parametrize(
+    ("field", "body"),
+    [
+        ("redirect_uri", {}),
+        ("code_challenge", {"redirect_uri": APP_CALLBACK, "code_challenge_method": "S256"}),
+        ("code_challenge_method", {"redirect_uri": APP_CALLBACK, "code_challenge": _CHALLENGE}),
+    ],
+)
+def test_link_start_refuses_unstorable_text(
+    client: TestClient, sql, field: str, body: dict[str, str], bad: str
+) -> None:
+    """A JSON body: 422 `validation_error` naming the field, before any check or storage."""
+    token = register(client)["access_token"]
+    raw = json.dumps({**body, field: "@@BAD@@"}).replace('"@@BAD@@"', f'"{bad}"')
+    response = client.post(
+        "/v1/auth/link/google/start",
+        content=raw.encode(),
+        headers={**bearer(token), "content-type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "validation_error"
+    assert [d["loc"] for d in error["details"]] == [["body", field]]
+    assert sql("SELECT count(*) FROM oauth_states") == [(0,)]
+
+
+@pytest.mark.parametrize("bad", _UNSTORABLE_QUERY.values(), ids=list(_UNSTORABLE_QUERY))
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ("redirect_uri={bad}", "invalid_redirect_uri"),
+        (
+            f"redirect_uri={_CALLBACK_Q}&code_challenge={{bad}}&code_challenge_method=S256",
+            "invalid_code_challenge",
+        ),
+        (
+            f"redirect_uri={_CALLBACK_Q}&code_challenge={_CHALLENGE}&code_challenge_method={{bad}}",
+            "unsupported_code_challenge_method",
+        ),
+    ],
+    ids=["redirect_uri", "code_challenge", "code_challenge_method"],
+)
+def test_browser_start_refuses_unstorable_text(
+    client: TestClient, sql, query: str, code: str, bad: str
+) -> None:
+    """Query parameters of a browser route: its usual 400, nothing stored."""
+    response = client.get(
+        f"/v1/auth/oauth/google/start?{query.format(bad=bad)}", follow_redirects=False
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == code
+    assert "location" not in response.headers
+    assert sql("SELECT count(*) FROM oauth_states") == [(0,)]
+
+
+@pytest.mark.parametrize("bad", _UNSTORABLE_QUERY.values(), ids=list(_UNSTORABLE_QUERY))
+def test_callback_refuses_unstorable_state(flow: Flow, sql, bad: str) -> None:
+    flow.start()  # a genuine flow, which the bad state must not touch
+    response = flow.client.get(
+        f"/v1/auth/oauth/google/callback?code=abc&state={bad}", follow_redirects=False
+    )
+    _assert_refused_without_redirect(response)
+    assert flow.provider.token_requests == 0
+    assert table_counts(sql) == NOTHING
+    assert sql("SELECT count(*) FROM oauth_states") == [(1,)]
 
 
 # --- provider answers ---------------------------------------------------------------------------

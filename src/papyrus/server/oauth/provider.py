@@ -203,7 +203,7 @@ class OidcProvider:
         document = await self._get_json(metadata["jwks_uri"], "jwks")
         try:
             # Untrusted JSON, not yet the typed shape joserfc declares: it checks and raises.
-            key_set = KeySet.import_key_set(document)  # type: ignore[arg-type]
+            key_set = KeySet.import_key_set(document)  # type: ignore[arg-type]  # joserfc checks it
         except (JoseError, ValueError, KeyError, TypeError) as exc:
             raise ProviderError("provider_unavailable", f"jwks: {type(exc).__name__}") from None
         self._jwks, self._jwks_at = key_set, time.monotonic()
