@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import math
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from papyrus.server.config import Settings
@@ -32,16 +33,36 @@ def address_key(settings: Settings, address: str) -> str:
     return f"mail:{digest.hexdigest()[:32]}"
 
 
-async def hit_mail_limit(pool: Pool, settings: Settings, address: str) -> None:
-    """Counts one mail to `address`; 429 once this hour's budget is spent."""
+@dataclass(frozen=True)
+class MailWindow:
+    """This hour's counter for one address: the row to count in, and what a refusal says."""
+
+    key: str
+    start: datetime
+    retry_after: int
+
+    def refuse_if_over(self, count: int, settings: Settings) -> None:
+        if count > settings.RATE_LIMIT_MAIL_PER_ADDRESS_PER_HOUR:
+            raise RateLimited(
+                self.retry_after, "Too many messages to this address; try again later."
+            )
+
+
+def mail_window(settings: Settings, address: str) -> MailWindow:
     now = time.time()
     start = math.floor(now / _WINDOW) * _WINDOW
-    params = {"key": address_key(settings, address), "window": datetime.fromtimestamp(start, UTC)}
+    return MailWindow(
+        address_key(settings, address),
+        datetime.fromtimestamp(start, UTC),
+        math.ceil(start + _WINDOW - now),
+    )
+
+
+async def hit_mail_limit(pool: Pool, settings: Settings, address: str) -> None:
+    """Counts one mail to `address`; 429 once this hour's budget is spent."""
+    window = mail_window(settings, address)
     async with pool.connection() as conn:
-        row = await (await conn.execute(_HIT_SQL, params)).fetchone()
+        cursor = await conn.execute(_HIT_SQL, {"key": window.key, "window": window.start})
+        row = await cursor.fetchone()
     assert row is not None
-    if row[0] > settings.RATE_LIMIT_MAIL_PER_ADDRESS_PER_HOUR:
-        raise RateLimited(
-            math.ceil(start + _WINDOW - now),
-            "Too many messages to this address; try again later.",
-        )
+    window.refuse_if_over(row[0], settings)

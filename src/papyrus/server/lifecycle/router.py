@@ -93,12 +93,11 @@ async def forgot_password(
     body: ForgotPasswordRequest,
     db: DbDep,
     settings: SettingsDep,
-    limits: LimitsPoolDep,
     mail: MailDep,
 ) -> MailQueued:
     """Mail a single-use reset link (30 minutes; a newer one voids it). The answer, and the
     work behind it, is the same whether or not an account uses the address."""
-    await service.forgot_password(db, settings, limits, body.email)
+    await service.forgot_password(db, settings, body.email)
     mail.wake()  # either way: the wake-up must not tell the two apart either
     return _FORGOT_ANSWER
 
