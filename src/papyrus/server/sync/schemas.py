@@ -10,13 +10,13 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, JsonValue
 
 from papyrus import contract
 from papyrus.server.sync.models import ROW_ID_MAX
 from papyrus.server.sync.validation import MAX_OPERATIONS
 
-TABLE_NAMES = [table.name for table in contract.TABLES]
+_TABLE_NAMES: list[JsonValue] = [table.name for table in contract.TABLES]
 _UUID = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 _PAIRS = ", ".join(
     f"{t.name} <{t.id_from[0]}>:<{t.id_from[1]}>" for t in contract.TABLES if t.id_from
@@ -29,7 +29,7 @@ class CrudEntry(BaseModel):
     op_id: int | None = Field(None, description="The client's operation id.")
     op: Literal["PUT", "PATCH", "DELETE"]
     # The enum comes from the declarations: a Literal here would be a hand copy of them.
-    type: str = Field(description="The synced table.", json_schema_extra={"enum": TABLE_NAMES})
+    type: str = Field(description="The synced table.", json_schema_extra={"enum": _TABLE_NAMES})
     id: str = Field(
         description=(
             "The row id: a UUID, or for the tables whose ids come from a pair, two UUIDs "
