@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from papyrus import contract
+from papyrus.client.books import ReadingStatus
 from tests.client.stack import Stack
 from tests.client.test_cli import PASSWORD, run
 
@@ -194,3 +196,37 @@ def test_the_library_commands_against_the_stack(stack: Stack, env: dict[str, str
     assert "parent_deleted" in out and "Synced." in out
     assert "parent_deleted" in run(env, "sync", "rejections")
     assert "No highlights." in run(env, "highlights", "list")
+
+
+def test_the_commands_offer_what_the_contract_declares(env: dict[str, str]) -> None:
+    """Choices, ranges and help texts come from the declarations, never a hand copy that could
+    offer what the server refuses (or miss what it accepts)."""
+    books = contract.table("books")
+    statuses = books.column("reading_status").choices
+    assert tuple(status.value for status in ReadingStatus) == statuses
+    for name in ("add", "edit", "list"):
+        assert f"<{'|'.join(statuses)}>" in _help(env, "books", name)
+    run(env, "books", "add", "Dune", "--status", statuses[-1])
+    assert "Invalid value" in run(env, "books", "add", "Emma", "--status", "paused", code=2)
+
+    low, high = (int(bound) for bound in books.column("rating").range or ())
+    assert f"Rating, {low} to {high}." in _help(env, "books", "add")
+    run(env, "books", "edit", "Dune", "--rating", str(high))
+    assert "Invalid value" in run(env, "books", "edit", "Dune", "--rating", str(high + 1), code=2)
+    assert "Invalid value" in run(env, "books", "edit", "Dune", "--pages", "-1", code=2)
+
+    for group, table, column in (
+        ("highlights", "annotations", "color"),
+        ("goals", "reading_goals", "kind"),
+        ("goals", "reading_goals", "period"),
+    ):
+        choices = contract.table(table).column(column).choices
+        listed = f"{', '.join(choices[:-1])} or {choices[-1]}"
+        for name in ("add", "edit"):
+            assert listed in _help(env, group, name), (group, name, column)
+
+
+def _help(env: dict[str, str], *command: str) -> str:
+    """A command's help as one line (the table of options wraps long texts)."""
+    text = run({**env, "COLUMNS": "400"}, *command, "--help")
+    return re.sub(r"\s*│\s*", " ", text)

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from papyrus.client.records import Book
 from papyrus.client.repository import Query, Repository, now_iso
-from papyrus.contract import ID, OWNER, Table
+from papyrus.contract import ID, OWNER, Table, table
 
 if TYPE_CHECKING:
     from papyrus.client.database import PowerSyncDatabase
@@ -26,13 +26,12 @@ __all__ = [
 ]
 
 
-class ReadingStatus(StrEnum):
-    """The values the server accepts; anything else would be rejected at upload."""
-
-    not_started = "not_started"
-    reading = "reading"
-    finished = "finished"
-    abandoned = "abandoned"
+# The declared choices, so the values offered can never drift from what the server accepts.
+# (Built at import: type checkers see the enum but not its members; `ReadingStatus("reading")`.)
+ReadingStatus = StrEnum(  # type: ignore[misc]  # members come from the declaration
+    "ReadingStatus", [(s, s) for s in table("books").column("reading_status").choices]
+)
+ReadingStatus.__doc__ = "A book's reading status: the values the server accepts."
 
 
 class BookSort(StrEnum):

@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
+from papyrus import contract
 from papyrus.client.auth import GOOGLE_CALLBACK_PORT
 from papyrus.client.books import Book, BookFilter, BookRepository, BookSort, ReadingStatus
 from papyrus.client.config import PapyrusApiConfig
@@ -404,6 +405,13 @@ def _value(status: ReadingStatus | None) -> str | None:
     return status.value if status is not None else None
 
 
+def _bounds(column: str) -> dict[str, int]:
+    """The declared range of an integer column of books, as an option's `min` and `max`."""
+    declared = contract.table("books").column(column).range
+    assert declared is not None, column
+    return {"min": int(declared[0]), "max": int(declared[1])}
+
+
 def _fields(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
@@ -411,8 +419,13 @@ def _fields(**values: Any) -> dict[str, Any]:
 AuthorOpt = Annotated[str | None, typer.Option(help="Author.")]
 StatusOpt = Annotated[ReadingStatus | None, typer.Option("--status", help="Reading status.")]
 FavOpt = Annotated[bool | None, typer.Option("--favorite/--not-favorite", help="Favourite.")]
-RatingOpt = Annotated[int | None, typer.Option(min=1, max=5, help="Rating, 1 to 5.")]
-PagesOpt = Annotated[int | None, typer.Option("--pages", min=0, help="Page count.")]
+_RATING = _bounds("rating")
+RatingOpt = Annotated[
+    int | None, typer.Option(**_RATING, help=f"Rating, {_RATING['min']} to {_RATING['max']}.")
+]
+PagesOpt = Annotated[
+    int | None, typer.Option("--pages", **_bounds("page_count"), help="Page count.")
+]
 IsbnOpt = Annotated[str | None, typer.Option(help="ISBN-13.")]
 SeriesOpt = Annotated[
     str | None, typer.Option(help="Series: id, id prefix or name (a new name makes one).")

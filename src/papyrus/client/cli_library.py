@@ -20,6 +20,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table as RichTable
 
+from papyrus import contract
 from papyrus.client.cli import (
     _client,
     _not_synced_note,
@@ -131,6 +132,18 @@ class Entity:
 
     def repository(self, library: Library) -> Repository[Any]:
         return library.repository(self.record.table.name)
+
+
+def _described(table: str, column: str, *, label: str = "", more: str = "") -> str:
+    """A help text from a column's declaration: its choices (`a, b or c`), or what its values
+    look like (`Colour, #rrggbb`), so the help never drifts from what the contract accepts."""
+    declared = contract.table(table).column(column)
+    if declared.choices:
+        *rest, last = declared.choices
+        text = f"{', '.join(rest)} or {last}" if rest else last
+    else:
+        text = f"{label}, {declared.doc}"
+    return f"{text} ({more})." if more else f"{text}."
 
 
 def _book_titles(books: Iterable[Record]) -> str:
@@ -468,19 +481,22 @@ def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+PERIOD = "year"
+
+
 def _goal_defaults(row: dict[str, Any]) -> dict[str, Any]:
-    """A goal is per year unless said otherwise, from the start of the current period."""
-    row.setdefault("period", "year")
+    """A goal is per year unless said otherwise, from the start of the current period (a
+    period this does not know gets no default start: the repository then asks for one)."""
+    row.setdefault("period", PERIOD)
     if "period_start" not in row:
         today = datetime.now(UTC).date()
-        period = row["period"]
-        if period == "year":
-            start = date(today.year, 1, 1)
-        elif period == "month":
-            start = date(today.year, today.month, 1)
-        else:
-            start = today - timedelta(days=today.weekday())
-        row["period_start"] = start.isoformat()
+        starts = {
+            "year": date(today.year, 1, 1),
+            "month": date(today.year, today.month, 1),
+            "week": today - timedelta(days=today.weekday()),
+        }
+        if row["period"] in starts:
+            row["period_start"] = starts[row["period"]].isoformat()
     return row
 
 
@@ -643,7 +659,7 @@ ENTITIES: tuple[Entity, ...] = (
         (
             Field("name", help="Name.", argument=True),
             Field("description", help="Description."),
-            Field("color", help="Colour, #rrggbb."),
+            Field("color", help=_described("shelves", "color", label="Colour")),
             Field("parent_shelf_id", "parent", "The shelf this one sits on (id or name)."),
             Field("sort_order", "order", "Position among its siblings."),
         ),
@@ -655,7 +671,10 @@ ENTITIES: tuple[Entity, ...] = (
         "tags",
         "Tags, and which books carry them.",
         RECORDS_BY_TABLE["tags"],
-        (Field("name", help="Name (unique, ignoring case).", argument=True), Field("color")),
+        (
+            Field("name", help="Name (unique, ignoring case).", argument=True),
+            Field("color", help=_described("tags", "color", label="Colour")),
+        ),
         ("name", "color"),
         extra=(("tag", tag), ("untag", untag)),
         details=lambda lib, t: [("books", _book_titles(lib.books_tagged(t)))],
@@ -668,7 +687,7 @@ ENTITIES: tuple[Entity, ...] = (
             Field("book_id", "book", "The book (id, id prefix or title).", argument=True),
             Field("selected_text", "text", "The highlighted text.", argument=True),
             Field("location", "at", AT.help),
-            Field("color", help="yellow, green, blue, pink, purple or orange."),
+            Field("color", help=_described("annotations", "color")),
             Field("note", help="A note on it."),
         ),
         ("book_id", "selected_text", "location", "color", "note"),
@@ -714,9 +733,9 @@ ENTITIES: tuple[Entity, ...] = (
         "Reading goals and how far along they are.",
         RECORDS_BY_TABLE["reading_goals"],
         (
-            Field("kind", help="books, pages or minutes.", argument=True),
+            Field("kind", help=_described("reading_goals", "kind"), argument=True),
             Field("target", help="How many.", argument=True),
-            Field("period", help="year, month or week (default: year)."),
+            Field("period", help=_described("reading_goals", "period", more=f"default: {PERIOD}")),
             Field("period_start", "start", "First day, YYYY-MM-DD (default: this period's)."),
             Field("active", help="Counted (the default) or put aside."),
         ),

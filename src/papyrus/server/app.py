@@ -26,6 +26,7 @@ from papyrus.server.errors import (
     install_error_handlers,
 )
 from papyrus.server.hotdb import create_hot_pools
+from papyrus.server.library.router import router as library_router
 from papyrus.server.lifecycle.export import CONCURRENT_EXPORTS
 from papyrus.server.lifecycle.pages import pages_router
 from papyrus.server.lifecycle.router import router as lifecycle_router
@@ -97,6 +98,7 @@ def create_app(settings: Settings) -> FastAPI:
         lifecycle_router,
         oauth_router,
         sync_router,
+        library_router,
     ):
         app.include_router(router, prefix="/v1")
     app.include_router(pages_router)

@@ -132,3 +132,88 @@ def test_minutes_add_up_across_sessions(
     )
     [result] = progress(database_url, alice.user_id)
     assert result.done == 60  # 20.5 + 39.75 minutes, floored once over the sum
+
+
+PROGRESS = "/v1/library/goals/progress"
+
+
+def goal(kind: str, target: int, period: str, start: str, active: bool = True) -> dict[str, Any]:
+    return put(
+        "reading_goals",
+        {"kind": kind, "target": target, "period": period, "period_start": start, "active": active},
+    )
+
+
+def test_the_progress_endpoint_answers_each_reader_for_their_active_goals(
+    client: TestClient, alice: Reader, bob: Reader, database_url: str
+) -> None:
+    book = new_id()
+    month, week, put_aside = (
+        goal("books", 2, "month", "2026-03-01"),
+        goal("minutes", 30, "week", "2026-03-09"),
+        goal("books", 1, "year", "2026-01-01", active=False),
+    )
+    body = transaction(
+        entry("PUT", book, {"title": "In", "finished_at": "2026-03-31T23:59:00Z"}),
+        session(book, "2026-03-10T10:00:00Z", "2026-03-10T10:45:00Z", 12),
+        month,
+        week,
+        put_aside,
+    )
+    assert upload(client, alice, body).json()["status"] == "applied"
+    theirs = goal("books", 1, "month", "2026-03-01")
+    bobs_book = new_id()
+    body = transaction(
+        entry("PUT", bobs_book, {"title": "B", "finished_at": "2026-03-05T00:00:00Z"}), theirs
+    )
+    assert upload(client, bob, body).json()["status"] == "applied"
+
+    response = client.get(PROGRESS, headers=alice.headers)
+    assert response.status_code == 200, response.text
+    assert response.json() == {
+        "goals": [
+            {
+                "goal_id": month["id"],
+                "kind": "books",
+                "target": 2,
+                "period_start": "2026-03-01",
+                "period_end": "2026-04-01",
+                "done": 1,
+                "fraction": 0.5,
+                "reached": False,
+            },
+            {
+                "goal_id": week["id"],
+                "kind": "minutes",
+                "target": 30,
+                "period_start": "2026-03-09",
+                "period_end": "2026-03-16",
+                "done": 45,
+                "fraction": 1.0,
+                "reached": True,
+            },
+        ]
+    }
+    # The same numbers as the reference the devices' own counts are compared against.
+    reference = progress(database_url, alice.user_id)
+    assert [(str(p.goal_id), p.done) for p in reference] == [
+        (g["goal_id"], g["done"]) for g in response.json()["goals"]
+    ]
+    [bobs] = client.get(PROGRESS, headers=bob.headers).json()["goals"]
+    assert (bobs["goal_id"], bobs["done"], bobs["reached"]) == (theirs["id"], 1, True)
+
+
+def test_the_progress_endpoint_refuses_without_a_valid_session(
+    client: TestClient, alice: Reader
+) -> None:
+    for headers in ({}, {"Authorization": "Bearer not-a-token"}):
+        response = client.get(PROGRESS, headers=headers)
+        assert response.status_code == 401
+        assert set(response.json()["error"]) == {"code", "message", "details"}
+    response = client.post(PROGRESS, headers=alice.headers)
+    assert response.status_code == 405 and response.headers["allow"].startswith("GET")
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert client.get(PROGRESS, headers=alice.headers).status_code == 200
+    client.post("/v1/auth/logout", headers=alice.headers)
+    response = client.get(PROGRESS, headers=alice.headers)
+    assert response.status_code == 401 and "error" in response.json()

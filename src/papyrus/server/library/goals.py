@@ -8,7 +8,9 @@ A goal counts, within its period (`period_start` plus a year, a month or a week,
   session has no length yet).
 
 Nothing here is synced: two devices that counted differently offline could never agree on a
-stored number, while these sums converge with the rows they are computed from.
+stored number, while these sums converge with the rows they are computed from. This is the
+reference: `GET /v1/library/goals/progress` answers it, and the client's offline count
+(`papyrus.client.goals`, the same rules in Python) is tested against that answer.
 """
 
 from __future__ import annotations

@@ -10,9 +10,17 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, JsonValue
 
+from papyrus import contract
+from papyrus.server.sync.models import ROW_ID_MAX
 from papyrus.server.sync.validation import MAX_OPERATIONS
+
+_TABLE_NAMES: list[JsonValue] = [table.name for table in contract.TABLES]
+_UUID = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+_PAIRS = ", ".join(
+    f"{t.name} <{t.id_from[0]}>:<{t.id_from[1]}>" for t in contract.TABLES if t.id_from
+)
 
 
 class CrudEntry(BaseModel):
@@ -20,8 +28,16 @@ class CrudEntry(BaseModel):
 
     op_id: int | None = Field(None, description="The client's operation id.")
     op: Literal["PUT", "PATCH", "DELETE"]
-    type: Literal["books"] = Field(description="The table.")
-    id: uuid.UUID = Field(description="The row id.")
+    # The enum comes from the declarations: a Literal here would be a hand copy of them.
+    type: str = Field(description="The synced table.", json_schema_extra={"enum": _TABLE_NAMES})
+    id: str = Field(
+        description=(
+            "The row id: a UUID, or for the tables whose ids come from a pair, two UUIDs "
+            f"joined by a colon ({_PAIRS})."
+        ),
+        max_length=ROW_ID_MAX,
+        pattern=f"^{_UUID}(:{_UUID})?$",
+    )
     tx_id: int | None = Field(None, description="The client transaction this entry belongs to.")
     data: dict[str, Any] | None = Field(
         None, description="Column values: the whole row for PUT, the changed columns for PATCH."
