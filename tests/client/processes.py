@@ -7,7 +7,10 @@ import signal
 import subprocess
 import sys
 import threading
+from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Papyrus:
@@ -64,3 +67,33 @@ def papyrus(env: dict[str, str], *args: str, code: int = 0) -> str:
     assert proc.finish() == code, (proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc.stdout
+
+
+class Refresher:
+    """A process that refreshes the device's stored session `rounds` times in a row, once told
+    to start (`tests/client/refresher.py`), so that several start at the same instant."""
+
+    def __init__(self, env: dict[str, str], rounds: int) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.client.refresher", str(rounds)],
+            cwd=ROOT,
+            env={**os.environ, **env, "PYTHONUNBUFFERED": "1"},
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    def wait_ready(self) -> None:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line.strip() == "ready", (line, self.proc.stderr and self.proc.stderr.read())
+
+    def go(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+
+    def finish(self, timeout: float = 120) -> tuple[int, str, str]:
+        out, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out, err

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from papyrus.cli.main import app
 from papyrus.client._interprocess import StatusFile
 from tests.client.conftest import eventually
-from tests.client.processes import Papyrus, papyrus
+from tests.client.processes import Papyrus, Refresher, papyrus
 from tests.client.stack import Stack
 
 PASSWORD = "correct horse battery"
@@ -119,3 +119,126 @@ def test_two_syncing_processes_run_one_sync_loop_and_the_second_takes_over(
             assert second.interrupt() == 0, second.stderr
     for proc in (first, second):
         assert "checksum" not in proc.stderr.lower() and "Traceback" not in proc.stderr
+
+
+# -- clearing the account database while another process syncs it ----------------------------
+
+
+def account_files(env: dict[str, str]) -> list[Path]:
+    path = Path(env["PAPYRUS_CLIENT_DIR"]) / "papyrus-account.db"
+    return [path, *(path.with_name(path.name + suffix) for suffix in ("-wal", "-shm"))]
+
+
+def readable(env: dict[str, str], *texts: str) -> list[str]:
+    """Which of `texts` can be read back from the account database's files."""
+    raw = b"".join(f.read_bytes() for f in account_files(env) if f.exists())
+    return [t for t in texts if t.encode() in raw]
+
+
+def after_sign_out(watcher: Papyrus) -> str:
+    """What the watcher printed once it said it shows the guest library."""
+    return watcher.stdout.split(GUEST_NOTE, 1)[1]
+
+
+def device_of_ada(stack: Stack, name: str) -> Any:
+    device = stack.client(name)
+    device.sign_in("ada@example.com", PASSWORD)
+    return device
+
+
+GUEST_NOTE = "Showing the guest library"
+
+
+def test_logout_beside_a_syncing_watch_stops_it_and_leaves_nothing_behind(
+    stack: Stack, env: dict[str, str]
+) -> None:
+    first, author, later = "Quokka Lantern Almanac", "Vexla Thornquist", "Marmoset Ferry Ledger"
+    papyrus(env, "books", "add", first, "--author", author)
+    watcher = Papyrus(env, "books", "watch")
+    try:
+        eventually(lambda: synced_by(env, watcher.pid) and first in watcher.stdout, timeout=60)
+        eventually(lambda: stack.sql("SELECT title FROM books") == [(first,)], 30)
+        assert readable(env, first, author)  # the probe works
+
+        out = papyrus(env, "logout")
+        assert "Signed out. The account's data was removed from this device." in out
+        # The watching process stopped syncing, says why, and shows the guest library.
+        eventually(lambda: GUEST_NOTE in watcher.stdout, 30)
+        assert "ada@example.com" in watcher.stdout and "signing out" in watcher.stdout
+        published = owner_status(env)
+        assert published is None or published[0] != watcher.pid
+        assert watcher.proc.poll() is None  # still running
+
+        # Another device of the account adds a book; it reaches every live sync stream.
+        phone, tablet = device_of_ada(stack, "phone"), device_of_ada(stack, "tablet")
+        phone.library.add(later, author=author)
+        assert phone.sync_now(timeout=60).synced
+        eventually(lambda: later in [b.title for b in tablet.library.list()], 30)
+
+        assert readable(env, first, author, later, "ada@example.com") == []
+        assert first not in after_sign_out(watcher) and later not in after_sign_out(watcher)
+        assert "Not signed in" in papyrus(env, "logout")
+    finally:
+        assert watcher.interrupt() == 0, watcher.stderr
+    assert readable(env, first, author, later, "ada@example.com") == []
+    assert "checksum" not in watcher.stderr.lower() and "Traceback" not in watcher.stderr
+
+
+def test_an_account_switch_beside_a_syncing_watch_shows_none_of_the_old_account(
+    stack: Stack, env: dict[str, str]
+) -> None:
+    ada_title, bob_title, later = "Heron Quarry Psalter", "Bob Owns This One", "Pelican Tide Atlas"
+    bob = stack.client("bob-phone")
+    bob.register("bob@example.com", PASSWORD, "Bob")
+    bob.library.add(bob_title)
+    assert bob.sync_now(timeout=60).synced
+    papyrus(env, "books", "add", ada_title)
+    watcher = Papyrus(env, "books", "watch")
+    try:
+        eventually(lambda: synced_by(env, watcher.pid) and ada_title in watcher.stdout, 60)
+        eventually(lambda: (ada_title,) in stack.sql("SELECT title FROM books"), 30)
+
+        out = papyrus({**env, "PAPYRUS_PASSWORD": PASSWORD}, "login", "--email", "bob@example.com")
+        assert "Signed in as bob@example.com" in out
+        eventually(lambda: GUEST_NOTE in watcher.stdout, 30)
+        assert ada_title not in papyrus(env, "books", "list")
+        status = papyrus(env, "status")
+        assert "bob@example.com" in status and f"process {watcher.pid}" not in status
+
+        phone, tablet = device_of_ada(stack, "phone"), device_of_ada(stack, "tablet")
+        phone.library.add(later)
+        assert phone.sync_now(timeout=60).synced
+        eventually(lambda: later in [b.title for b in tablet.library.list()], 30)
+        listing = papyrus(env, "books", "list")
+        assert ada_title not in listing and later not in listing
+
+        assert "Synced." in papyrus(env, "sync", "now", "--timeout", "60")
+        listing = papyrus(env, "books", "list")
+        assert bob_title in listing and ada_title not in listing and later not in listing
+        assert ada_title not in after_sign_out(watcher) and later not in after_sign_out(watcher)
+        assert readable(env, ada_title, later) == []
+    finally:
+        assert watcher.interrupt() == 0, watcher.stderr
+    assert "checksum" not in watcher.stderr.lower() and "Traceback" not in watcher.stderr
+
+
+# -- one stored refresh token, several processes refreshing it --------------------------------
+
+
+def test_processes_refreshing_at_once_never_present_one_refresh_token_twice(
+    stack: Stack, env: dict[str, str]
+) -> None:
+    """The server revokes a session whose refresh token is presented twice; two processes
+    that refresh the one stored token at the same instant must take turns."""
+    workers = [Refresher(env, rounds=50) for _ in range(2)]
+    for worker in workers:
+        worker.wait_ready()
+    for worker in workers:
+        worker.go()
+    results = [worker.finish() for worker in workers]
+    assert stack.sql("SELECT count(*) FROM auth_sessions WHERE revoked_at IS NOT NULL") == [(0,)], (
+        results
+    )
+    for code, out, err in results:
+        assert code == 0 and "refreshed 50 times as ada@example.com" in out, (out, err)
+    assert "Synced." in papyrus(env, "sync", "now", "--timeout", "60")  # refreshes once more

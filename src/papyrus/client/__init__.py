@@ -49,6 +49,7 @@ from papyrus.client.errors import (
     PendingChangesError,
     SignedOutError,
     SignInError,
+    SyncBusyError,
     TransactionTooLargeError,
     TransientError,
 )
@@ -145,6 +146,7 @@ __all__ = [
     "SignInError",
     "SignOutResult",
     "SignedOutError",
+    "SyncBusyError",
     "SyncOptions",
     "SyncProgress",
     "SyncResult",

@@ -9,6 +9,11 @@ exits, however it exits, so a crashed owner never blocks the others.
 The owner publishes its live sync status (connected, downloading, errors, ...) to
 `<db>.sync-status`, which the others read; everything else (the upload queue, the synced rows,
 when the last checkpoint was applied) they read from the shared database itself.
+
+A process about to clear the database (a sign-out, another account signing in) first posts a
+stop request, `<db>.sync-stop`: every connected process pauses, the owner stops its loop and
+lets go of the lock, and the clearing process holds the lock until it is done. The same
+`FileLock` serialises refreshes of the one stored refresh token (`tokens.py`).
 """
 
 from __future__ import annotations
@@ -17,7 +22,8 @@ import contextlib
 import fcntl
 import json
 import os
-from dataclasses import replace
+import time
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,16 +40,18 @@ LIVE_FIELDS = (
     "download_error",
     "upload_error",
 )
+_LOCK_RETRY = 0.02  # seconds between two tries of a lock someone else holds
 
 
-class SyncLock:
-    """An exclusive, non-blocking `flock` on `<db>.sync-lock`; its holder drives sync.
+class FileLock:
+    """An exclusive `flock` on a file, which its holder's pid is written to.
 
-    `flock` locks belong to an open file, so two `PowerSyncDatabase` objects on one file in one
-    process exclude each other too."""
+    `flock` locks belong to an open file, so two `FileLock` objects on one path exclude each
+    other even inside one process. The OS releases the lock when its process exits, however it
+    exits, so a crashed holder never blocks the others."""
 
-    def __init__(self, database_path: str) -> None:
-        self.path = Path(database_path + ".sync-lock")
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
         self._fd: int | None = None
         self.held = False
 
@@ -60,6 +68,15 @@ class SyncLock:
         self.held = True
         os.ftruncate(self._fd, 0)
         os.pwrite(self._fd, str(os.getpid()).encode(), 0)
+        return True
+
+    def wait(self, timeout: float) -> bool:
+        """Takes the lock, waiting up to `timeout` seconds for its holder to let go."""
+        deadline = time.monotonic() + timeout
+        while not self.acquire():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(_LOCK_RETRY)
         return True
 
     def holder_pid(self) -> int | None:
@@ -81,6 +98,57 @@ class SyncLock:
             os.close(self._fd)
         self._fd = None
         self.held = False
+
+
+class SyncLock(FileLock):
+    """`<db>.sync-lock`: its holder drives sync for the database (or clears it)."""
+
+    def __init__(self, database_path: str) -> None:
+        super().__init__(database_path + ".sync-lock")
+
+
+@dataclass(frozen=True)
+class StopRequest:
+    """A process about to clear a database asks every process connected to it to stop syncing
+    (`<db>.sync-stop`, JSON). It stays posted while that process holds the sync lock; the
+    others keep their connection paused meanwhile and, once it is withdrawn, resume only if
+    the database still belongs to the account they sync for."""
+
+    pid: int
+    nonce: str
+    action: str
+    """What the requester is doing ("signing out", "signing in as another account", ...)."""
+
+
+class StopRequests:
+    """`<db>.sync-stop`: at most one posted request; a requester that died counts as none."""
+
+    def __init__(self, database_path: str) -> None:
+        self.path = Path(database_path + ".sync-stop")
+
+    def post(self, request: StopRequest) -> None:
+        tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.{request.nonce}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({"pid": request.pid, "nonce": request.nonce, "action": request.action}, fh)
+        os.replace(tmp, self.path)
+
+    def read(self) -> StopRequest | None:
+        try:
+            data = json.loads(self.path.read_text())
+            request = StopRequest(int(data["pid"]), str(data["nonce"]), str(data["action"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return request if pid_alive(request.pid) else None
+
+    def withdraw(self, nonce: str) -> None:
+        """Removes the posted request if it is the one with `nonce` (a later requester's
+        stays)."""
+        current = self.read()
+        if current is not None and current.nonce != nonce:
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
 
 
 class StatusFile:

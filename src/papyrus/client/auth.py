@@ -411,8 +411,10 @@ SignInCheck = Callable[[User], None]
 class AuthRepository:
     """Owns the session.
 
-    Refreshes are single-flight (the server revokes a session whose refresh token is presented
-    twice, so concurrent refreshes would sign the user out). Access tokens are refreshed shortly
+    Refreshes are single-flight within the process and serialised across processes (the server
+    revokes a session whose refresh token is presented twice, so concurrent refreshes would
+    sign the user out): each reads the stored refresh token under the store's lock, so one that
+    waited uses the token the previous refresh stored. Access tokens are refreshed shortly
     before they expire, and authorised calls retry once after a 401. A refresh the server
     refuses clears the tokens and signs the user out; a refresh that merely cannot reach the
     server keeps them.
@@ -444,11 +446,14 @@ class AuthRepository:
         return self.tokens.load_refresh_token() is not None
 
     def on_signed_out(self, listener: SignOutListener) -> Callable[[], None]:
-        """`listener(reason)` runs whenever the session ends ("logout", "session_expired")."""
+        """`listener(reason)` runs whenever the session ends ("logout", "session_expired",
+        "account_deleted", or "signed_out_elsewhere" when another process of this device
+        removed or replaced the stored session)."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener) if listener in self._listeners else None
 
     def _accept(self, tokens: TokenResponse) -> User:
+        """Stores and adopts a new session (the caller holds `tokens.exclusive()`)."""
         self.tokens.save_refresh_token(tokens.refresh_token)
         self.tokens.access_token = tokens.access_token
         self.user = tokens.user
@@ -461,10 +466,24 @@ class AuthRepository:
         return tokens.user
 
     def sign_out_locally(self, reason: str) -> None:
-        had_session = self.tokens.access_token is not None or self.has_stored_session()
-        self.tokens.clear()
+        try:
+            with self.tokens.exclusive():
+                had_session = self.tokens.access_token is not None or self.has_stored_session()
+                self.tokens.clear()
+        except TransientError:  # a stuck process holds the lock: sign out all the same
+            had_session = True
+            self.tokens.clear()
+        self._ended(reason, had_session)
+
+    def forget(self) -> None:
+        """Drops the session from this process's memory only: another process of this device
+        signed out or in as another account, and the stored session is its business."""
+        self.tokens.access_token = None
         self.user = None
         self._refresh_at = None
+
+    def _ended(self, reason: str, had_session: bool) -> None:
+        self.forget()
         if had_session:
             for listener in list(self._listeners):
                 try:
@@ -532,8 +551,9 @@ class AuthRepository:
             except BaseException:
                 self._end_server_session(tokens.access_token, None)
                 raise
-        previous = (self.tokens.access_token, self.tokens.load_refresh_token())
-        user = self._accept(tokens)
+        with self.tokens.exclusive():
+            previous = (self.tokens.access_token, self.tokens.load_refresh_token())
+            user = self._accept(tokens)
         if previous != (None, None):
             self._end_server_session(*previous)
         return user
@@ -601,18 +621,37 @@ class AuthRepository:
         return flight.wait()
 
     def _do_refresh(self) -> str:
-        stored = self.tokens.load_refresh_token()
-        if stored is None:
+        """Read the stored refresh token, rotate it, store the new one: all under the store's
+        lock, so a refresh that waited for another process's uses the token that one stored."""
+        refused: ApiError | None = None
+        tokens: TokenResponse | None = None
+        with self.tokens.exclusive():
+            stored = self.tokens.load_refresh_token()
+            if stored is not None:
+                try:
+                    tokens = self.api.refresh(stored)
+                except ApiError as exc:
+                    refused = exc
+                    self.tokens.clear()  # the refused token is still the stored one
+                else:
+                    if self.user is None or tokens.user.id == self.user.id:
+                        self._accept(tokens)
+                    else:
+                        self.tokens.save_refresh_token(tokens.refresh_token)
+        if refused is not None:
+            if refused.code == ACCOUNT_DELETED:
+                self._ended(ACCOUNT_DELETED, had_session=True)
+                raise AccountDeletedError(
+                    f"the account has been deleted: {refused.message}"
+                ) from refused
+            self._ended("session_expired", had_session=True)
+            raise SignedOutError(f"the session has ended: {refused.message}") from refused
+        if tokens is None or self.user is None or tokens.user.id != self.user.id:
+            # Another process of this device signed out, or in as another account (whose
+            # rotated token was stored above, so that session lives on): not this one's.
+            had_session = self.user is not None or self.tokens.access_token is not None
+            self._ended("signed_out_elsewhere", had_session)
             raise SignedOutError("not signed in")
-        try:
-            tokens = self.api.refresh(stored)
-        except ApiError as exc:
-            if exc.code == ACCOUNT_DELETED:
-                self.sign_out_locally(ACCOUNT_DELETED)
-                raise AccountDeletedError(f"the account has been deleted: {exc.message}") from exc
-            self.sign_out_locally("session_expired")
-            raise SignedOutError(f"the session has ended: {exc.message}") from exc
-        self._accept(tokens)
         return tokens.access_token
 
     def access_token(self) -> str:

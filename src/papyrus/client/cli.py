@@ -619,7 +619,9 @@ def books_watch(
         int | None, typer.Option(help="Stop after this many updates (for scripts).")
     ] = None,
 ) -> None:
-    """Print the library again whenever it changes (Ctrl-C to stop)."""
+    """Print the library again whenever it changes (Ctrl-C to stop). If another process signs
+    the account out on this device (or in as another account), this one stops syncing it and
+    goes on with the guest library."""
     with _client(verify=sync) as app:
         if sync and app.state is AuthState.SIGNED_IN:
             app.powersync.connect()
@@ -631,15 +633,32 @@ def books_watch(
                 )
         elif not sync:
             _not_synced_note(app)
-        with app.library.watch() as watch:
-            try:
-                for shown, books in enumerate(watch, start=1):
-                    stamp = datetime.now().strftime("%H:%M:%S")
-                    console.print(f"[dim]{stamp}[/dim]", _books_table(books))
-                    if count is not None and shown >= count:
-                        break
-            except KeyboardInterrupt:
-                pass
+        shown = 0
+        try:
+            while True:
+                account = app.state is AuthState.SIGNED_IN
+                with app.library.watch() as watch:
+                    stop = app.on_signed_out_elsewhere(lambda _notice: watch.close())
+                    try:
+                        if account and app.state is not AuthState.SIGNED_IN:
+                            watch.close()  # it happened before the listener was in place
+                        for books in watch:
+                            stamp = datetime.now().strftime("%H:%M:%S")
+                            console.print(f"[dim]{stamp}[/dim]", _books_table(books))
+                            shown += 1
+                            if count is not None and shown >= count:
+                                return
+                    finally:
+                        stop()
+                notice = app.signed_out_elsewhere
+                if not account or notice is None:
+                    return
+                console.print(
+                    f"[yellow]{escape(notice.describe())}[/yellow] Showing the guest library.",
+                    soft_wrap=True,
+                )
+        except KeyboardInterrupt:
+            pass
 
 
 # -- sync -----------------------------------------------------------------------------------

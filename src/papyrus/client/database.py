@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,9 +35,16 @@ from papyrus.client._core import (
     TransactionWrites,
     locate_core_extension,
 )
-from papyrus.client._interprocess import StatusFile, SyncLock, merge_live, pid_alive
+from papyrus.client._interprocess import (
+    StatusFile,
+    StopRequest,
+    StopRequests,
+    SyncLock,
+    merge_live,
+    pid_alive,
+)
 from papyrus.client.crud import CrudBatch, CrudEntry, CrudTransaction
-from papyrus.client.errors import LocalDatabaseError, NotFoundError
+from papyrus.client.errors import LocalDatabaseError, NotFoundError, SyncBusyError
 from papyrus.client.schema import Schema
 from papyrus.client.sync import StatusTracker, StreamingSync, SyncOptions, SyncStatus
 from papyrus.contract import TABLES, Table
@@ -52,6 +60,20 @@ TableListener = Callable[[frozenset[str]], None]
 
 DEFAULT_POLL_INTERVAL = 0.1
 """Seconds between two looks at `PRAGMA data_version` (commits by other processes)."""
+
+DEFAULT_STOP_TIMEOUT = 30.0
+"""Seconds `exclusive()` waits for the process that syncs the database to stop."""
+_STOP_RETRY = 0.02
+
+
+@dataclass(frozen=True)
+class SyncStopped:
+    """Why a connection ended by itself: the database no longer belongs to what it synced for
+    (the `still_valid` given to `connect()` turned false), because process `pid`, doing
+    `action` ("signing out", ...), cleared it; both None when no process said so."""
+
+    pid: int | None = None
+    action: str | None = None
 
 
 @dataclass(frozen=True)
@@ -208,6 +230,14 @@ class PowerSyncDatabase:
         self._shared = self.path != ":memory:"
         self._lock_file = SyncLock(self.path) if self._shared else None
         self._status_file = StatusFile(self.path) if self._shared else None
+        self._stop_requests = StopRequests(self.path) if self._shared else None
+        self._nonce = uuid.uuid4().hex  # tells this object's stop requests from the others'
+        self._still_valid: Callable[[], bool] | None = None
+        self._paused_by: StopRequest | None = None
+        self._stopping: StreamingSync | None = None  # stopped, but its thread has not ended
+        self._exclusive = 0
+        self._exclusive_lock = threading.RLock()
+        self._stopped_listeners: list[Callable[[SyncStopped], None]] = []
         self._published: SyncStatus | None = None
         self._owner_pid: int | None = None
         self._poller: _Poller | None = None
@@ -495,33 +525,108 @@ class PowerSyncDatabase:
             return self._lock_file.holder_pid()  # took the lock, has not published yet
         return self._owner_pid
 
-    def connect(self, connector: BackendConnector, options: SyncOptions | None = None) -> None:
+    def connect(
+        self,
+        connector: BackendConnector,
+        options: SyncOptions | None = None,
+        *,
+        still_valid: Callable[[], bool] | None = None,
+    ) -> None:
         """Starts syncing in the background (replacing an earlier connection).
 
         If another process (or another database object) already syncs this file, no second
         sync loop starts: this one mirrors the owner's status, the owner uploads the writes
-        made here, and this one takes over if the owner goes away while still connected."""
+        made here, and this one takes over if the owner goes away while still connected.
+
+        `still_valid()` says whether the database still belongs to what this connection syncs
+        for (say, the signed-in account). It is asked before a loop starts and on every poll;
+        once it is false the connection ends for good and `on_sync_stopped` listeners hear why.
+        While another process holds the file in `exclusive()`, the connection pauses."""
         with self._sync_lock:
-            if self._sync is not None:
-                self._sync.stop()
-                self._sync = None
+            self._halt_sync()
             self._connection = (connector, options or SyncOptions())
-            self._take_over()
+            self._still_valid = still_valid
+            self._paused_by = None
+        self._settle_and_notify()
 
     def disconnect(self) -> None:
         with self._sync_lock:
-            sync, self._sync = self._sync, None
+            syncing = self._sync is not None
             self._connection = None
-            if sync is not None:
-                sync.stop()
-            if self._status_file is not None and self._published is not None:
-                self._status_file.remove()
-            self._published = None
-            if self._lock_file is not None:
-                self._lock_file.release()
-        if sync is None:
+            self._still_valid = None
+            self._paused_by = None
+            self._halt_sync()
+            self._let_go()
+        if not syncing:
             self._status.update(lambda s: merge_live(s, None))
         self._observe_owner(force=True)
+
+    def on_sync_stopped(self, listener: Callable[[SyncStopped], None]) -> Callable[[], None]:
+        """Calls `listener(SyncStopped)` when a connection ends by itself (see `connect()`),
+        from a background thread. Returns an unsubscribe function."""
+        self._stopped_listeners.append(listener)
+        return lambda: (
+            self._stopped_listeners.remove(listener)
+            if listener in self._stopped_listeners
+            else None
+        )
+
+    def stop_request(self) -> SyncStopped | None:
+        """The process (and what it is doing) that holds this file in `exclusive()`, if any."""
+        request = self._stop_requests.read() if self._stop_requests is not None else None
+        if request is None or request.nonce == self._nonce:
+            return None
+        return SyncStopped(request.pid, request.action)
+
+    @contextmanager
+    def exclusive(self, action: str, timeout: float = DEFAULT_STOP_TIMEOUT) -> Iterator[None]:
+        """Holds this file's sync lock for the block, so that no process syncs the database
+        while the block changes it wholesale (`action`, say "signing out", clears it).
+
+        This object's own connection ends first. Then every process connected to the file is
+        asked to pause (a stop request next to the database, `<db>.sync-stop`): the one syncing
+        stops its loop, after its uploads in flight have returned, and lets go of the lock.
+        Their connections stay paused while the block runs; afterwards each resumes only if
+        its `still_valid()` still holds. Raises `SyncBusyError` naming the process, having
+        changed nothing, if the lock is not free within `timeout` seconds. Re-entrant; a
+        connection made inside the block keeps the lock when the block ends."""
+        with self._exclusive_lock:
+            if self._exclusive or self._lock_file is None or self._stop_requests is None:
+                self._exclusive += 1
+                try:
+                    yield
+                finally:
+                    self._exclusive -= 1
+                return
+            self.disconnect()
+            self._stop_requests.post(StopRequest(os.getpid(), self._nonce, action))
+            try:
+                self._wait_for_lock(action, timeout)
+            except BaseException:
+                self._stop_requests.withdraw(self._nonce)
+                raise
+            try:
+                yield
+            finally:
+                with self._sync_lock:
+                    self._exclusive = 0
+                    self._let_go()
+                self._stop_requests.withdraw(self._nonce)
+                self._settle_and_notify()
+
+    def _wait_for_lock(self, action: str, timeout: float) -> None:
+        assert self._lock_file is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._sync_lock:
+                self._reap()
+                if self._stopping is None and self._lock_file.acquire():
+                    self._exclusive = 1
+                    return
+            if time.monotonic() >= deadline:
+                pid = os.getpid() if self._stopping is not None else self._lock_file.holder_pid()
+                raise SyncBusyError(pid, action, timeout)
+            time.sleep(_STOP_RETRY)
 
     def disconnect_and_clear(self, *, clear_local: bool = True) -> None:
         """Stops syncing and deletes every synced row, bucket and queued write (logout)."""
@@ -539,6 +644,8 @@ class PowerSyncDatabase:
         if self._poller is not None:
             self._poller.stop()
         self.disconnect()
+        if self._lock_file is not None:
+            self._lock_file.release()  # also while a stopped loop's upload still runs
         self._core.close()
 
     def __enter__(self) -> PowerSyncDatabase:
@@ -560,9 +667,66 @@ class PowerSyncDatabase:
             core = self._core.offline_sync_status()
             self._status.update(lambda s: merge_live(s.with_core_status(core), s))
 
-    def _take_over(self) -> None:
+    def _settle(self) -> SyncStopped | None:
+        """Brings this object's sync loop in line with its connection and the shared files: a
+        connection whose database no longer belongs to what it syncs for ends; one that another
+        process's stop request pauses stops its loop; otherwise it runs the loop if it can get
+        the lock. Returns why the connection ended, if it did. The checks query the database
+        before `_sync_lock` is taken: the core is never queried under it."""
+        connection = self._connection
+        request = self._stop_requests.read() if self._stop_requests and connection else None
+        if request is not None and request.nonce == self._nonce:
+            request = None
+        valid = self._valid() if connection is not None else True
+        with self._sync_lock:
+            self._reap()
+            if connection is None or self._connection is not connection:
+                self._let_go()
+                return None
+            if not valid:
+                by = request or self._paused_by
+                self._connection = None
+                self._still_valid = None
+                self._paused_by = None
+                self._halt_sync()
+                self._let_go()
+                log.info("stopped syncing: the database no longer belongs to this connection")
+                return SyncStopped(by.pid, by.action) if by else SyncStopped()
+            if request is not None:
+                if self._sync is not None:
+                    log.info("pausing sync: process %d is %s", request.pid, request.action)
+                    self._halt_sync()
+                self._paused_by = request
+                self._let_go()
+                return None
+            self._paused_by = None
+            self._start_if_free()
+            return None
+
+    def _settle_and_notify(self) -> None:
+        ended = self._settle()
+        if ended is not None:
+            for listener in list(self._stopped_listeners):
+                try:
+                    listener(ended)
+                except Exception:
+                    log.exception("a sync-stopped listener failed")
+        if self._sync is None:
+            self._observe_owner()
+
+    def _valid(self) -> bool:
+        check = self._still_valid
+        if check is None:
+            return True
+        try:
+            return bool(check())
+        except Exception:
+            log.debug("still_valid() failed; keeping the connection", exc_info=True)
+            return True
+
+    def _start_if_free(self) -> None:
         """With `_sync_lock` held: run the sync loop if this object can get the file's lock."""
-        if self._connection is None or self._sync is not None:
+        if self._connection is None or self._sync is not None or self._stopping is not None:
             return
         if self._lock_file is not None and not self._lock_file.acquire():
             return
@@ -572,6 +736,31 @@ class PowerSyncDatabase:
         self._sync = StreamingSync(self, self._core, connector, options, self._status)
         self._sync.start()
         self._publish()
+
+    def _halt_sync(self) -> None:
+        """With `_sync_lock` held: stops this object's loop (the lock is kept until `_let_go`)."""
+        sync, self._sync = self._sync, None
+        if sync is None:
+            return
+        if not sync.stop():
+            log.warning("the sync loop has not stopped yet; keeping the sync lock until it does")
+            self._stopping = sync
+        if self._status_file is not None and self._published is not None:
+            self._status_file.remove()
+        self._published = None
+
+    def _reap(self) -> None:
+        if self._stopping is not None and not self._stopping.alive:
+            self._stopping = None
+
+    def _let_go(self) -> None:
+        """With `_sync_lock` held: releases the file's lock unless this object still syncs,
+        holds it in `exclusive()`, or waits for a stopped loop to end."""
+        self._reap()
+        if self._lock_file is None or not self._lock_file.held:
+            return
+        if self._sync is None and self._stopping is None and not self._exclusive:
+            self._lock_file.release()
 
     def _publish(self) -> None:
         """The owner writes its status for the other processes when it changed."""
@@ -601,15 +790,13 @@ class PowerSyncDatabase:
         self._status.update(lambda s: merge_live(s, owner))
 
     def _tick(self) -> None:
-        """The poller's round: others' commits, then the sync owner's status."""
+        """The poller's round: others' commits, stop requests and take-overs, then the sync
+        owner's status."""
         self._core.poll_external_changes()
+        self._settle_and_notify()
         with self._sync_lock:
-            if self._connection is not None and self._sync is None:
-                self._take_over()
             if self._sync is not None:
                 self._publish()
-                return
-        self._observe_owner()
 
 
 class _Poller:

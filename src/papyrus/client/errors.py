@@ -107,6 +107,23 @@ class PendingChangesError(PapyrusClientError):
         self.owner_email = owner_email
 
 
+class SyncBusyError(PapyrusClientError):
+    """Refused: another process syncs this device's account database and did not stop when
+    asked, so it could not be cleared (for a sign-out or another account); nothing changed.
+
+    Stop process `pid` (or let its upload finish) and try again."""
+
+    def __init__(self, pid: int | None, action: str, timeout: float) -> None:
+        who = f"process {pid}" if pid is not None else "another process"
+        super().__init__(
+            f"cannot finish {action}: {who} syncs this device's account database and did not "
+            f"stop within {timeout:g} s (it may be uploading); nothing was changed. Stop that "
+            "process and try again"
+        )
+        self.pid = pid
+        self.action = action
+
+
 class TransactionTooLargeError(PapyrusClientError):
     """A local transaction queued more for upload than the server accepts in one transaction
     (or one change larger than one request); it was rolled back, so nothing of it was written."""

@@ -14,12 +14,14 @@ to, and `account_deletion` says how many changes that discarded.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
 import time
 import webbrowser
 from collections.abc import Callable
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -31,11 +33,12 @@ from papyrus.client.auth import ACCOUNT_DELETED, AuthApiClient, AuthRepository, 
 from papyrus.client.books import DataStore, RejectionRecord
 from papyrus.client.config import PapyrusApiConfig
 from papyrus.client.connector import PapyrusConnector
-from papyrus.client.database import PowerSyncDatabase
+from papyrus.client.database import PowerSyncDatabase, SyncStopped
 from papyrus.client.errors import (
     OfflineModeError,
     PendingChangesError,
     SignedOutError,
+    SyncBusyError,
     TransientError,
 )
 from papyrus.client.library import Library
@@ -103,6 +106,25 @@ class AccountDeletion:
         return text
 
 
+@dataclass(frozen=True)
+class SignedOutElsewhere:
+    """Another process of this device signed the account out, or signed in as another account,
+    and cleared the account database: this process stopped syncing it and forgot its session
+    (the guest library is live here now)."""
+
+    email: str | None
+    pid: int | None
+    """The process that did it, when it said so."""
+    action: str | None
+    """What it was doing: "signing out", "signing in as another account", ..."""
+
+    def describe(self) -> str:
+        who = self.email or "The account"
+        by = f" by process {self.pid}" if self.pid is not None else " by another process"
+        doing = f" ({self.action})" if self.action else ""
+        return f"{who} was signed out on this device{by}{doing}; this process stopped syncing it."
+
+
 # How long a health probe may take, and how often a sync that keeps failing probes again.
 _PROBE_TIMEOUT = 3.0
 _PROBE_INTERVAL = 2.0
@@ -127,6 +149,11 @@ class PowerSyncService:
         self.validate_writes = validate_writes
         self._database: PowerSyncDatabase | None = None
         self._lock = threading.RLock()
+        self._user_id: str | None = None
+        """The account this process opened the database for (`open_for`), until it is cleared
+        here or another process clears it."""
+        self._left_lock = threading.Lock()
+        self._left_listeners: list[Callable[[SignedOutElsewhere, str], None]] = []
 
     @property
     def database(self) -> PowerSyncDatabase:
@@ -141,12 +168,31 @@ class PowerSyncService:
                 db.execute(
                     f"CREATE TABLE IF NOT EXISTS {_META_TABLE} (key TEXT PRIMARY KEY, value TEXT)"
                 )
+                db.on_sync_stopped(self._sync_stopped)
+                db.on_change(self._meta_changed, [_META_TABLE])
                 self._database = db
             return self._database
 
     def owner(self) -> dict[str, Any] | None:
-        row = self.database.get_optional(f"SELECT value FROM {_META_TABLE} WHERE key = 'owner'")
-        return json.loads(row["value"]) if row else None
+        return _owner(self.database)
+
+    def on_account_left(
+        self, listener: Callable[[SignedOutElsewhere, str], None]
+    ) -> Callable[[], None]:
+        """`listener(notice, user_id)` once the database stops belonging to the account this
+        process opened it for, because another process cleared it (`notice.pid`, `.action`
+        when it said so; `email` is left to the caller). Called from a background thread."""
+        self._left_listeners.append(listener)
+        return lambda: (
+            self._left_listeners.remove(listener) if listener in self._left_listeners else None
+        )
+
+    def exclusive(self, action: str) -> AbstractContextManager[None]:
+        """No process syncs the account database during the block (see
+        `PowerSyncDatabase.exclusive`): for changing it wholesale."""
+        if self._database is None and not self.config.account_database_path.exists():
+            return contextlib.nullcontext()
+        return self.database.exclusive(action)
 
     def has_data(self) -> bool:
         """Whether the account database exists and belongs to someone (without creating it)."""
@@ -173,24 +219,40 @@ class PowerSyncService:
             return PendingChangesError(count, owner.get("email") if owner else None, action)
 
     def open_for(self, user: User, *, discard_pending: bool = False) -> PowerSyncDatabase:
-        """The account database for `user`. Another account's data is cleared first; if it
-        holds changes not yet uploaded, that needs `discard_pending`."""
+        """The account database for `user`. Another account's data is cleared first (no process
+        syncs it meanwhile); if it holds changes not yet uploaded, that needs
+        `discard_pending`."""
         with self._lock:
             db = self.database
             owner = self.owner()
             if owner is not None and owner.get("id") != user.id:
                 log.info("a different account signed in; clearing the account database")
-                self.clear(discard_pending=discard_pending, action="signing in as another account")
-            value = json.dumps(
-                {"id": user.id, "email": user.email, "display_name": user.display_name}
-            )
-            db.execute(
-                f"INSERT OR REPLACE INTO {_META_TABLE} (key, value) VALUES ('owner', ?)", (value,)
-            )
+                action = "signing in as another account"
+                with db.exclusive(action):
+                    self.clear(discard_pending=discard_pending, action=action)
+                    self._claim(db, user)
+            else:
+                self._claim(db, user)
             return db
 
+    def _claim(self, db: PowerSyncDatabase, user: User) -> None:
+        value = json.dumps({"id": user.id, "email": user.email, "display_name": user.display_name})
+        db.execute(
+            f"INSERT OR REPLACE INTO {_META_TABLE} (key, value) VALUES ('owner', ?)", (value,)
+        )
+        self._user_id = user.id
+
     def connect(self) -> None:
-        self.database.connect(PapyrusConnector(self.auth, self.config.powersync_url), self.options)
+        """Syncs for the account the database was opened for, for as long as it is theirs:
+        another process clearing it (or handing it to another account) ends the connection."""
+        db = self.database
+        user_id = self._user_id
+
+        def still_valid() -> bool:
+            return user_id is not None and (_owner(db) or {}).get("id") == user_id
+
+        connector = PapyrusConnector(self.auth, self.config.powersync_url)
+        db.connect(connector, self.options, still_valid=still_valid)
 
     def disconnect(self) -> None:
         with self._lock:
@@ -205,17 +267,24 @@ class PowerSyncService:
         queued changes were discarded."""
         with self._lock:
             db = self.database
-            db.disconnect()
-            with db.write_transaction():
-                discarded = self.pending_changes()
-                if not discard_pending:
-                    refusal = self.pending_error(action)
-                    if refusal is not None:
-                        raise refusal
-                db.disconnect_and_clear(clear_local=True)
-                db.execute(f"DELETE FROM {_META_TABLE} WHERE key = 'owner'")
-            if not db.scrub():
-                log.warning("another process kept the account database's WAL from being emptied")
+            with db.exclusive(action):
+                previous, self._user_id = self._user_id, None
+                try:
+                    with db.write_transaction():
+                        discarded = self.pending_changes()
+                        if not discard_pending:
+                            refusal = self.pending_error(action)
+                            if refusal is not None:
+                                raise refusal
+                        db.disconnect_and_clear(clear_local=True)
+                        db.execute(f"DELETE FROM {_META_TABLE} WHERE key = 'owner'")
+                except BaseException:
+                    self._user_id = previous
+                    raise
+                if not db.scrub():
+                    log.warning(
+                        "another process kept the account database's WAL from being emptied"
+                    )
             return discarded
 
     def close(self) -> None:
@@ -223,6 +292,40 @@ class PowerSyncService:
             if self._database is not None:
                 self._database.close()
                 self._database = None
+
+    def _sync_stopped(self, stopped: SyncStopped) -> None:
+        self._left(SignedOutElsewhere(None, stopped.pid, stopped.action))
+
+    def _meta_changed(self, _tables: frozenset[str]) -> None:
+        """Another process changed whose database this is. A connected database learns it from
+        its connection's own check (`_sync_stopped`, which knows who paused it); one that is
+        not connected learns it here."""
+        db, user_id = self._database, self._user_id
+        if db is None or user_id is None or db.connected:
+            return
+        if (_owner(db) or {}).get("id") != user_id:
+            request = db.stop_request()
+            pid, action = (request.pid, request.action) if request else (None, None)
+            self._left(SignedOutElsewhere(None, pid, action))
+
+    def _left(self, notice: SignedOutElsewhere) -> None:
+        with self._left_lock:
+            user_id, self._user_id = self._user_id, None
+        if user_id is None:
+            return  # cleared here, or already told
+        for listener in list(self._left_listeners):
+            try:
+                listener(notice, user_id)
+            except Exception:
+                log.exception("an account-left listener failed")
+
+
+def _owner(db: PowerSyncDatabase) -> dict[str, Any] | None:
+    """Whose data the account database holds (read without the service's lock: the sync
+    check and change listeners call it from the database's poller thread)."""
+    row = db.get_optional(f"SELECT value FROM {_META_TABLE} WHERE key = 'owner'")
+    owner: dict[str, Any] | None = json.loads(row["value"]) if row else None
+    return owner
 
 
 class AuthProvider:
@@ -274,7 +377,12 @@ class AuthProvider:
         self._deleting = False
         self.account_deletion: AccountDeletion | None = None
         """Set once the signed-in account turned out to be deleted (see `AccountDeletion`)."""
+        self.signed_out_elsewhere: SignedOutElsewhere | None = None
+        """Set when another process of this device signed this one's account out (or in as
+        another account); see `on_signed_out_elsewhere`."""
+        self._elsewhere_listeners: list[Callable[[SignedOutElsewhere], None]] = []
         self.auth.on_signed_out(self._session_ended)
+        self.powersync.on_account_left(self._account_left)
 
     # -- state and databases ----------------------------------------------------------------
 
@@ -356,28 +464,31 @@ class AuthProvider:
             refusal = self.powersync.pending_error("signing in as a new account")
             if refusal is not None:
                 raise refusal
-        check = self._sign_in_check(discard_pending)
-        return self._signed_in(
-            self.auth.register(email, password, display_name, check=check), discard_pending
-        )
+        with ExitStack() as held:
+            check = self._sign_in_check(discard_pending, held)
+            user = self.auth.register(email, password, display_name, check=check)
+            return self._signed_in(user, discard_pending)
 
     def sign_in(self, email: str, password: str, *, discard_pending: bool = False) -> User:
         """Signs in, replacing the current session only once the server accepted this one.
         Signing in as another account than the one whose changes wait to upload here raises
         PendingChangesError (nothing changes) unless `discard_pending`."""
         self._require_online()
-        check = self._sign_in_check(discard_pending)
-        return self._signed_in(self.auth.login(email, password, check=check), discard_pending)
+        with ExitStack() as held:
+            check = self._sign_in_check(discard_pending, held)
+            return self._signed_in(self.auth.login(email, password, check=check), discard_pending)
 
     def sign_in_with_google(
         self, *, port: int | None = None, timeout: float = 300.0, discard_pending: bool = False
     ) -> User:
         self._require_online()
-        kwargs: dict[str, Any] = {"timeout": timeout, "check": self._sign_in_check(discard_pending)}
-        if port is not None:
-            kwargs["port"] = port
-        user = self.auth.sign_in_with_google(self.open_browser, **kwargs)
-        return self._signed_in(user, discard_pending)
+        with ExitStack() as held:
+            check = self._sign_in_check(discard_pending, held)
+            kwargs: dict[str, Any] = {"timeout": timeout, "check": check}
+            if port is not None:
+                kwargs["port"] = port
+            user = self.auth.sign_in_with_google(self.open_browser, **kwargs)
+            return self._signed_in(user, discard_pending)
 
     def pending_changes(self) -> int:
         """Changes made in the account database that have not reached the server yet (they
@@ -406,9 +517,10 @@ class AuthProvider:
         """Sets a new password with a reset link's token and signs this device in (as
         `sign_in()` does, with the same refusal to drop another account's unsent changes)."""
         self._require_online()
-        check = self._sign_in_check(discard_pending)
-        user = self.auth.reset_password(token, new_password, check=check)
-        return self._signed_in(user, discard_pending)
+        with ExitStack() as held:
+            check = self._sign_in_check(discard_pending, held)
+            user = self.auth.reset_password(token, new_password, check=check)
+            return self._signed_in(user, discard_pending)
 
     def change_password(self, current_password: str, new_password: str) -> int:
         """Returns how many other sessions (devices) were signed out; this one stays."""
@@ -453,14 +565,18 @@ class AuthProvider:
         With changes still waiting to upload this raises PendingChangesError and changes
         nothing, unless `discard_pending`. Also clears an account database kept from a session
         that ended by itself. The local sign-out happens even when the server cannot be
-        reached; the result says so."""
+        reached; the result says so.
+
+        Another process of this device that syncs the account database is asked to stop first
+        (it goes on signed out); if it does not within 30 s this raises `SyncBusyError` naming
+        it, and nothing changes."""
         with self._lock:
             self._refuse_if_pending("signing out", discard_pending)
-            self.powersync.disconnect()
-            problem = None
-            if self.state is AuthState.SIGNED_IN or self.auth.has_stored_session():
-                problem = self.auth.logout(all_devices=all_devices)
-            self._clear_account(discard_pending)
+            with self.powersync.exclusive("signing out"):
+                problem = None
+                if self.state is AuthState.SIGNED_IN or self.auth.has_stored_session():
+                    problem = self.auth.logout(all_devices=all_devices)
+                self._clear_account(discard_pending)
             return SignOutResult(problem)
 
     def set_offline_mode(self, enabled: bool, *, discard_pending: bool = False) -> SignOutResult:
@@ -470,10 +586,11 @@ class AuthProvider:
         with self._lock:
             result = SignOutResult()
             if enabled:
-                self._refuse_if_pending("turning offline mode on", discard_pending)
-                self.powersync.disconnect()
-                result = SignOutResult(self.auth.logout())
-                self._clear_account(discard_pending)
+                action = "turning offline mode on"
+                self._refuse_if_pending(action, discard_pending)
+                with self.powersync.exclusive(action):
+                    result = SignOutResult(self.auth.logout())
+                    self._clear_account(discard_pending)
                 self.state = AuthState.OFFLINE
             else:
                 self.state = AuthState.SIGNED_OUT
@@ -542,6 +659,19 @@ class AuthProvider:
             rejections=rejections,
         )
 
+    def on_signed_out_elsewhere(
+        self, listener: Callable[[SignedOutElsewhere], None]
+    ) -> Callable[[], None]:
+        """`listener(notice)` when another process of this device signs this process's account
+        out or signs in as another account: by then this process has stopped syncing, forgotten
+        the session and switched to the guest library. Called from a background thread."""
+        self._elsewhere_listeners.append(listener)
+        return lambda: (
+            self._elsewhere_listeners.remove(listener)
+            if listener in self._elsewhere_listeners
+            else None
+        )
+
     def wait_signed_out(self, timeout: float | None = None) -> bool:
         """Waits until a session that ended in the background has been disconnected."""
         return self._signed_out.wait(timeout)
@@ -578,16 +708,23 @@ class AuthProvider:
             if refusal is not None:
                 raise refusal
 
-    def _sign_in_check(self, discard_pending: bool) -> Callable[[User], None]:
+    def _sign_in_check(self, discard_pending: bool, held: ExitStack) -> Callable[[User], None]:
         """Runs once the server accepted a sign-in, before it replaces the current session:
         refuses another account while this one's changes wait to upload, and stops syncing
-        under the old session."""
+        under the old session. For another account, every process of this device stops
+        syncing the account database before the new session is stored, and none resumes
+        until `held` closes (the sign-in has cleared it by then); a process that does not
+        stop refuses the sign-in (`SyncBusyError`)."""
 
         def check(user: User) -> None:
+            action = "signing in as another account"
             if not discard_pending:
-                refusal = self.powersync.pending_error("signing in as another account", user)
+                refusal = self.powersync.pending_error(action, user)
                 if refusal is not None:
                     raise refusal
+            owner = self.powersync.owner() if self.powersync.has_data() else None
+            if owner is not None and owner.get("id") != user.id:
+                held.enter_context(self.powersync.exclusive(action))
             self.powersync.disconnect()
 
         return check
@@ -630,7 +767,10 @@ class AuthProvider:
             log.info("the account was deleted; signing out and clearing its data")
 
             def finish() -> None:
-                self._clear_deleted_account(email)
+                try:
+                    self._clear_deleted_account(email)
+                except SyncBusyError as exc:  # kept until `logout` or a sign-in clears it
+                    log.warning("the deleted account's data stays on this device: %s", exc)
         else:
             log.info("the session ended (%s); signing out, keeping unsent changes", reason)
             finish = self._disconnect_after_session_end
@@ -658,6 +798,27 @@ class AuthProvider:
             log.warning("%s", deletion.describe())
             self._signed_out.set()
             return deletion
+
+    def _account_left(self, notice: SignedOutElsewhere, user_id: str) -> None:
+        """Another process cleared the account database this process had open for `user_id`:
+        its sync has stopped; forget the session in memory (the stored one is that process's
+        business) and make the guest library live. No lock: this runs on the poller thread
+        while the main thread may hold ours."""
+        user = self.user
+        if self.state is not AuthState.SIGNED_IN or user is None or user.id != user_id:
+            return
+        notice = SignedOutElsewhere(user.email, notice.pid, notice.action)
+        log.info("%s", notice.describe())
+        self.state = AuthState.SIGNED_OUT
+        self.user = None
+        self.auth.forget()
+        self.signed_out_elsewhere = notice
+        self._signed_out.set()
+        for listener in list(self._elsewhere_listeners):
+            try:
+                listener(notice)
+            except Exception:
+                log.exception("a signed-out-elsewhere listener failed")
 
     def _disconnect_after_session_end(self) -> None:
         self.powersync.disconnect()

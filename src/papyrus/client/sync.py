@@ -194,11 +194,18 @@ class StreamingSync:
         self._thread.start()
         self._started.wait(10)
 
-    def stop(self, timeout: float = 15.0) -> None:
+    def stop(self, timeout: float = 15.0) -> bool:
+        """Ends both loops; True once the thread has ended, which is only after every call to
+        the connector it made (an upload, a token fetch) has returned."""
         if self._loop is not None and self._stop is not None and not self._loop.is_closed():
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     def trigger_upload(self) -> None:
         loop, wake = self._loop, self._upload_wake
@@ -213,6 +220,9 @@ class StreamingSync:
         self._loop = loop
         try:
             loop.run_until_complete(self._main())
+            # Cancelling a task does not stop its `to_thread` call: an upload may still be
+            # writing its outcome. Wait for those, so a stopped loop writes nothing afterwards.
+            loop.run_until_complete(loop.shutdown_default_executor())
         finally:
             loop.close()
 

@@ -3,6 +3,11 @@
 The refresh token goes to the OS keyring when a real backend exists, otherwise to a file only
 the user can read (0600). The access token is never written anywhere: it lives in memory and a
 new process gets one by refreshing.
+
+Several processes of one device share the stored refresh token, and the server revokes a
+session whose refresh token is presented twice. So every read-rotate-write of it (and every
+sign-in or sign-out that replaces it) runs under `TokenStore.exclusive()`, an exclusive file
+lock next to it (`<data dir>/session.lock`).
 """
 
 from __future__ import annotations
@@ -11,15 +16,20 @@ import contextlib
 import hashlib
 import logging
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+from papyrus.client._interprocess import FileLock
 from papyrus.client.config import PapyrusApiConfig
-from papyrus.client.errors import ConfigurationError
+from papyrus.client.errors import ConfigurationError, TransientError
 
 log = logging.getLogger(__name__)
 
 KEYRING_SERVICE = "papyrus"
+SESSION_LOCK_TIMEOUT = 60.0
+"""Seconds to wait for another process's refresh (one HTTP request) before giving up."""
 
 
 class SecretBackend(Protocol):
@@ -102,25 +112,63 @@ def keyring_usable() -> bool:
 
 
 class TokenStore:
-    """The session's tokens: `access_token` in memory, the refresh token persisted."""
+    """The session's tokens: `access_token` in memory, the refresh token persisted.
 
-    def __init__(self, backend: SecretBackend) -> None:
+    With a `lock_path`, `exclusive()` also excludes other processes (the store of a client data
+    directory always has one); without, only other threads."""
+
+    def __init__(self, backend: SecretBackend, *, lock_path: Path | None = None) -> None:
         self.backend = backend
         self.access_token: str | None = None
+        self.lock_path = Path(lock_path) if lock_path is not None else None
+        self._thread_lock = threading.RLock()
+        self._held: FileLock | None = None
+        self._depth = 0
 
     @classmethod
     def for_config(cls, config: PapyrusApiConfig) -> TokenStore:
+        lock = config.data_dir / "session.lock"
         file = FileBackend(config.data_dir / "refresh-token")
         if config.token_store == "file":
-            return cls(file)
+            return cls(file, lock_path=lock)
         if config.token_store == "keyring" and not keyring_usable():
             raise ConfigurationError(
                 "PAPYRUS_TOKEN_STORE is keyring, but this system has no usable keyring backend;"
                 " use PAPYRUS_TOKEN_STORE=file (or auto, which falls back to the file)"
             )
         if config.token_store == "keyring" or keyring_usable():
-            return cls(KeyringBackend(config.data_dir))
-        return cls(file)
+            return cls(KeyringBackend(config.data_dir), lock_path=lock)
+        return cls(file, lock_path=lock)
+
+    @contextlib.contextmanager
+    def exclusive(self, timeout: float = SESSION_LOCK_TIMEOUT) -> Iterator[None]:
+        """Holds the stored session for the block: one process, and one thread, at a time
+        reads, rotates and writes the refresh token. Re-entrant within a thread. Raises
+        `TransientError` if another process held it for `timeout` seconds."""
+        if not self._thread_lock.acquire(timeout=timeout):
+            raise TransientError(f"another thread held the session lock for {timeout:g} s")
+        try:
+            if self._depth == 0 and self.lock_path is not None:
+                self.lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                lock = FileLock(self.lock_path)
+                if not lock.wait(timeout):
+                    pid = lock.holder_pid()
+                    lock.release()
+                    raise TransientError(
+                        f"process {pid} held this device's session lock ({self.lock_path}) "
+                        f"for {timeout:g} s; try again"
+                    )
+                self._held = lock
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+                if self._depth == 0 and self._held is not None:
+                    self._held.release()
+                    self._held = None
+        finally:
+            self._thread_lock.release()
 
     def load_refresh_token(self) -> str | None:
         return self.backend.get()
