@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import socket
@@ -27,6 +28,12 @@ from papyrus.server import migrate
 from papyrus.server.app import create_app
 from papyrus.server.config import Settings
 from papyrus.sync_config import sync_config_path
+
+# Parallel test workers start with COLUMNS/LINES of the terminal that launched them, and a
+# `rich` console made while COLUMNS is set keeps that width for good. The command line's console
+# is made once per process, so every test that runs it chooses its width in its own env.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNC_CONFIG = sync_config_path()

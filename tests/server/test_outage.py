@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from papyrus.embedded_db import EmbeddedPostgres
-from papyrus.server import migrate
+from papyrus.server import hotdb, migrate
 from papyrus.server.app import create_app
 from tests.conftest import LiveServer, make_settings, wait_for
 from tests.server.test_hostile_clients import _read_response, _Records
@@ -57,8 +57,13 @@ class _KeepAlive:
         return _read_response(self.sock)
 
 
-def test_a_database_outage_is_503_and_the_api_recovers(tmp_path, own_postgres) -> None:
+def test_a_database_outage_is_503_and_the_api_recovers(
+    tmp_path, own_postgres, monkeypatch: pytest.MonkeyPatch
+) -> None:
     postgres, url, port = own_postgres
+    # A checkout from the hot pools waits this long for a connection the pool cannot make
+    # while the database is down (10 s in production); shorter here to keep the suite quick.
+    monkeypatch.setattr(hotdb, "_CHECKOUT_TIMEOUT", 1.0)
     migrate.upgrade(url)
     app = create_app(make_settings(tmp_path, url))
     records = _Records()
