@@ -31,7 +31,6 @@ import asyncio
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
+from common import free_port, load_average, wait_ready
 
 from papyrus.embedded_db import EmbeddedPostgres
 from papyrus.server import migrate
@@ -278,7 +277,7 @@ def main() -> None:
         data_dir = Path(tmp)
         database = EmbeddedPostgres(data_dir)
         info = database.start()
-        load = _load()
+        load = load_average()
         try:
             url = info.url()
             migrate.upgrade(url)
@@ -287,7 +286,8 @@ def main() -> None:
         finally:
             database.stop()
 
-    print(f"{os.cpu_count()} cores, {args.workers} worker(s); load before {load}, after {_load()}")
+    after = load_average()
+    print(f"{os.cpu_count()} cores, {args.workers} worker(s); load before {load}, after {after}")
     for phase in phases:
         print(phase.line())
     _, refresh, powersync, storm, _ = phases
@@ -311,7 +311,7 @@ def main() -> None:
 def _with_server(
     url: str, data_dir: Path, args: argparse.Namespace, postmaster: int
 ) -> list[Phase]:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PAPYRUS_ENV": "development",
@@ -325,33 +325,11 @@ def _with_server(
     command += ["--port", str(port), "--workers", str(args.workers)]
     server = subprocess.Popen(command, env=env, cwd=data_dir)
     try:
-        _wait_ready(f"http://127.0.0.1:{port}")
+        wait_ready(f"http://127.0.0.1:{port}")
         return asyncio.run(bench(port, args, Processes(server.pid, postmaster)))
     finally:
         server.terminate()
         server.wait(timeout=30)
-
-
-def _wait_ready(base: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health/ready").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("the server did not become ready")
-
-
-def _load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 if __name__ == "__main__":

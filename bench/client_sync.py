@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -23,6 +22,7 @@ from typing import Any
 import httpx
 import psycopg
 import uvicorn
+from common import free_port
 
 from papyrus.client import AuthProvider, BookRepository, PapyrusApiConfig, SyncOptions
 from papyrus.devsync.config import Settings as SyncSettings
@@ -36,12 +36,6 @@ from papyrus.sync_config import sync_config_path
 
 REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "correct horse battery"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve(app: Any, port: int) -> uvicorn.Server:

@@ -32,7 +32,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,7 @@ from typing import Any
 import httpx
 import psycopg
 import uvicorn
+from common import free_port, load_average
 
 from papyrus.embedded_db import EmbeddedPostgres
 from papyrus.server import migrate
@@ -88,12 +88,6 @@ SELECT gen_random_uuid(), %(owner)s, 'Title ' || (%(offset)s + i), 'A subtitle',
        (i %% 1000) / 1000.0, i %% 7 = 0, 1 + i %% 5, '{"shelf": "main"}'::jsonb
 FROM generate_series(1, %(count)s) AS i
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def serve_api(settings: Settings, port: int) -> uvicorn.Server:
@@ -656,7 +650,7 @@ def main() -> int:
     watcher: CheckpointWatcher | None = None
     sync_log = tmp / "sync-service.log"
     t_run = time.perf_counter()
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load = load_average()
     print(f"load average at start {load} on {os.cpu_count()} CPUs")
     ok = False
     try:
@@ -883,7 +877,7 @@ def main() -> int:
             print(
                 f"\ntotal run time {time.perf_counter() - t_run:.0f} s; load average now", end=" "
             )
-            print(" ".join(f"{x:.2f}" for x in os.getloadavg()), f"on {os.cpu_count()} CPUs")
+            print(load_average(), f"on {os.cpu_count()} CPUs")
             passed = (
                 rep_worst >= TARGET_REPLICATION_OPS
                 and initial_s <= initial_target

@@ -30,7 +30,6 @@ import asyncio
 import os
 import random
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,9 +37,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import psycopg
 from auth_endpoints import Connection
+from common import free_port, load_average, wait_ready
 
 from papyrus.embedded_db import EmbeddedPostgres
 from papyrus.server import migrate
@@ -128,7 +127,7 @@ def main() -> None:
         data_dir = Path(tmp)
         database = EmbeddedPostgres(data_dir)
         info = database.start()
-        load = _load()
+        load = load_average()
         try:
             url = info.url()
             migrate.upgrade(url)
@@ -140,10 +139,10 @@ def main() -> None:
                     " FROM generate_series(0, %s) r, generate_series(1, %s) n",
                     (args.rounds, half),
                 )
-            port = _free_port()
+            port = free_port()
             server = _serve(url, data_dir, port, None if args.no_mail else mailbox.port)
             try:
-                _wait_ready(f"http://127.0.0.1:{port}")
+                wait_ready(f"http://127.0.0.1:{port}")
                 rounds = [
                     asyncio.run(one_round(port, _addresses(r, half), args.concurrency))
                     for r in range(args.rounds + 1)  # round 0 warms up
@@ -159,7 +158,7 @@ def main() -> None:
 
     print(
         f"{os.cpu_count()} cores, concurrency {args.concurrency}; "
-        f"load before {load}, after {_load()}"
+        f"load before {load}, after {load_average()}"
     )
     for number, samples in enumerate(rounds[1:], start=1):
         report(f"round {number}: {args.requests} requests, shuffled", samples)
@@ -195,28 +194,6 @@ def _wait_delivered(mailbox: MailCatcher, expected: int) -> int:
     while len(mailbox.messages) < expected and time.monotonic() < deadline:
         time.sleep(0.2)
     return len(mailbox.messages)
-
-
-def _wait_ready(base: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{base}/health/ready").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("the server did not become ready")
-
-
-def _load() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 if __name__ == "__main__":

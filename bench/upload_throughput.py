@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ from pathlib import Path
 
 import httpx
 import psycopg
+from common import free_port, wait_ready
 
 from papyrus.embedded_db import EmbeddedPostgres
 from papyrus.server import migrate
@@ -152,7 +152,7 @@ def _run(
 ) -> dict[str, tuple[float, float]]:
     """Per scenario, (upload ops/s, baseline ops/s). Upload requests and baseline batches
     alternate, so both meet the same load on a shared machine and the same table sizes."""
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "PAPYRUS_ENV": "development",
@@ -169,7 +169,7 @@ def _run(
     try:
         base = f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=base, timeout=60) as client, psycopg.connect(conninfo) as conn:
-            _wait_ready(client)
+            wait_ready(base)
             account = client.post(
                 "/v1/auth/register",
                 json={
@@ -334,24 +334,6 @@ def _baseline_batch(
         else:
             statements.append((_MIXED_BASELINE_SQL[table], params))
     return statements
-
-
-def _wait_ready(client: httpx.Client) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if client.get("/health/ready").status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit("the server did not become ready")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 if __name__ == "__main__":
