@@ -4,6 +4,7 @@ stopped and started again on the same port."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from psycopg_pool import PoolTimeout
 
 from papyrus.embedded_db import EmbeddedPostgres
 from papyrus.server import hotdb, migrate
@@ -64,6 +66,7 @@ def test_a_database_outage_is_503_and_the_api_recovers(
     # A checkout from the hot pools waits this long for a connection the pool cannot make
     # while the database is down (10 s in production); shorter here to keep the suite quick.
     monkeypatch.setattr(hotdb, "_CHECKOUT_TIMEOUT", 1.0)
+    monkeypatch.setattr(hotdb, "_FAILING_CHECKOUT_TIMEOUT", 0.2)
     migrate.upgrade(url)
     app = create_app(make_settings(tmp_path, url))
     records = _Records()
@@ -107,6 +110,9 @@ def test_a_database_outage_is_503_and_the_api_recovers(
                 assert logged[0].exc_info is None
                 assert logged[0].levelno == logging.WARNING
 
+            pools = app.state.hot_pools
+            assert pools.main.failing and pools.limits.failing  # later checkouts give up sooner
+
             _restart_on(postgres, port)
 
             def logged_in() -> bool:
@@ -116,7 +122,42 @@ def test_a_database_outage_is_503_and_the_api_recovers(
             wait_for(logged_in, timeout=30, what="login after the database is back")
             assert conn.send("GET", "/v1/users/me", token=token)[0] == 200
             assert conn.send("GET", "/health/ready")[0] == 200
+            assert not pools.main.failing and not pools.limits.failing
             conn.sock.close()
     finally:
         for logger in watched:
             logger.removeHandler(records)
+
+
+def test_a_failing_pool_gives_up_sooner_until_a_checkout_succeeds(
+    pg_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once a checkout timed out, the next ones wait the short timeout, not the pool's own (an
+    hour here: without the rule this test would hang); a successful checkout ends that."""
+    monkeypatch.setattr(hotdb, "_FAILING_CHECKOUT_TIMEOUT", 0.2)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nobody = s.getsockname()[1]  # nothing listens here once the socket is closed
+    up = pg_server.conninfo("postgres")
+    down = up.replace(f":{pg_server.port}/", f":{nobody}/")
+    assert down != up
+
+    async def check(conninfo: str, reachable: bool) -> None:
+        pool = hotdb.Pool(conninfo, min_size=1, max_size=1, open=False, timeout=3600)
+        await pool.open(wait=False)
+        try:
+            pool.failing = True  # as after a checkout that timed out
+            if reachable:
+                async with pool.connection() as conn:
+                    assert await (await conn.execute("SELECT 1")).fetchone() == (1,)
+                assert pool.failing is False
+            else:
+                for _ in range(2):
+                    with pytest.raises(PoolTimeout):
+                        await pool.getconn()
+                    assert pool.failing is True
+        finally:
+            await pool.close()
+
+    asyncio.run(check(down, reachable=False))
+    asyncio.run(check(up, reachable=True))

@@ -19,16 +19,38 @@ import logging
 from dataclasses import dataclass, field
 
 from psycopg import AsyncConnection
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy.engine import make_url
 
 log = logging.getLogger(__name__)
 
-Pool = AsyncConnectionPool[AsyncConnection]
-
 # Connections are kept (max_idle) rather than opened per burst; a checkout that waits longer
 # than this is answered 503.
 _CHECKOUT_TIMEOUT = 10.0
+# Once a checkout has timed out, the next ones wait this long at most, until one succeeds.
+_FAILING_CHECKOUT_TIMEOUT = 1.0
+
+
+class Pool(AsyncConnectionPool[AsyncConnection]):
+    """A pool that, once a checkout has timed out, gives up sooner on the next ones.
+
+    While the database is down the pool cannot make connections, and every request would wait
+    the whole checkout timeout before its 503. After one such wait the pool is known to be
+    failing: later checkouts wait `_FAILING_CHECKOUT_TIMEOUT`, until one gets a connection
+    (the database is back, or a connection of a saturated pool came free)."""
+
+    failing = False
+
+    async def getconn(self, timeout: float | None = None) -> AsyncConnection:
+        if timeout is None and self.failing:
+            timeout = _FAILING_CHECKOUT_TIMEOUT
+        try:
+            conn = await super().getconn(timeout)
+        except PoolTimeout:
+            self.failing = True
+            raise
+        self.failing = False
+        return conn
 
 
 @dataclass
@@ -69,7 +91,7 @@ def _pool(conninfo: str, name: str, *, max_size: int, options: str | None) -> Po
     kwargs: dict[str, object] = {"autocommit": True}
     if options:
         kwargs["options"] = options
-    return AsyncConnectionPool(
+    return Pool(
         conninfo,
         kwargs=kwargs,
         min_size=1,
