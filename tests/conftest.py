@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import shutil
 import socket
@@ -150,10 +151,28 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+_PORTS_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port for a server a test starts. Not one the kernel would pick (its ephemeral range
+    starts at 32768 here): outgoing connections and other tests' `bind(0)` take those, and a
+    port handed out and bound a moment later could be gone by then. Parallel workers draw from
+    separate quarters of 20000-31999, and no port is given twice in one run."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    quarter = int(worker.removeprefix("gw") or 0) % 4
+    low = 20000 + 3000 * quarter
+    while True:
+        port = random.randrange(low, low + 3000)
+        if port in _PORTS_GIVEN:
+            continue
+        _PORTS_GIVEN.add(port)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
