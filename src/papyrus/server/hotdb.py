@@ -41,7 +41,8 @@ class Pool(AsyncConnectionPool[AsyncConnection]):
 
     failing = False
 
-    async def getconn(self, timeout: float | None = None) -> AsyncConnection:
+    # The signature is psycopg_pool's, which `connection()` calls.
+    async def getconn(self, timeout: float | None = None) -> AsyncConnection:  # noqa: ASYNC109
         if timeout is None and self.failing:
             timeout = _FAILING_CHECKOUT_TIMEOUT
         try:
