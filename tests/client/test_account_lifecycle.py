@@ -101,8 +101,11 @@ def test_what_the_development_sync_service_keeps_of_a_deleted_account(stack: Sta
     laptop = stack.client("laptop")
     laptop.register("ada@example.com", PASSWORD, "Ada")
     laptop.library.add("Dune")
-    eventually(lambda: laptop.pending_changes() == 0)
+    # Synced, not just uploaded: the write checkpoint the client asks for after its upload
+    # (one of the things kept) exists before the account goes.
+    assert laptop.sync_now(timeout=60).synced
     [(user_id,)] = stack.sql("SELECT id::text FROM users")
+    assert stack.sql("SELECT 1 FROM powersync_dev.write_checkpoints WHERE user_id = %s", (user_id,))
     laptop.delete_account(PASSWORD)
     mine = f"%{user_id}%"
 
